@@ -1,0 +1,216 @@
+/*
+ * luvws core: the WebSocket connection engine (after the opening
+ * handshake). Bytes in, events out; messages in, bytes out.
+ *
+ * Receiving: the caller feeds every byte read from the peer to
+ * ws_conn_recv(); the engine parses frames, unmasks in place, checks every
+ * RFC 6455 rule, validates UTF-8 incrementally, enforces read_message_max,
+ * and reports message data and control frames through callbacks. It never
+ * keeps the caller's buffer: partial frame headers and control payloads are
+ * kept inside the engine, message data is handed out as it arrives.
+ *
+ * Sending: the caller queues messages and control frames; the engine keeps
+ * one ordered output queue of units (a message, a write_some part or a
+ * control frame). ws_conn_out_iov() shows the bytes to write next,
+ * ws_conn_out_consume() says how many were written. Control frames go ahead
+ * of every unit not yet started (never inside one). A unit completes through
+ * on_sent(token, status) once all its bytes were consumed, or with
+ * WS_E_operation_aborted if it is dropped.
+ *
+ * Server frames reference the caller's payload (zero copy: the caller keeps
+ * it alive until on_sent); client frames are masked into engine memory.
+ *
+ * Peer faults become close frames: on a protocol error the engine drops
+ * every queued unit not yet started, queues a close frame with 1002, 1007
+ * or 1009, and ws_conn_recv() returns the error.
+ */
+#ifndef WS_CONN_H
+#define WS_CONN_H
+
+#include "ws_core.h"
+#include "ws_http.h"
+
+typedef struct ws_conn ws_conn;
+
+enum ws_role { WS_ROLE_CLIENT = 0, WS_ROLE_SERVER = 1 };
+
+/* Flags of on_data. */
+#define WS_DATA_TEXT 0x1  /* the message is text (else binary) */
+#define WS_DATA_FIRST 0x2 /* first chunk of a message */
+#define WS_DATA_FIN 0x4   /* last chunk of a message: it is complete */
+
+/* Flags of ws_conn_send. */
+#define WS_SEND_FIN 0x1      /* this call ends the message */
+#define WS_SEND_COMPRESS 0x2 /* compress if permessage-deflate is active */
+
+typedef struct ws_conn_config {
+  int role;                  /* WS_ROLE_CLIENT or WS_ROLE_SERVER */
+  uint64_t read_message_max; /* bytes after inflation; 0 = no limit;
+                                default 16 MiB */
+  size_t write_buffer_bytes; /* auto-fragment size, >= 8; default 4096 */
+  int auto_fragment;         /* default 1 */
+  int secure_prng;           /* masks from rng (1) or a fast PRNG seeded
+                                from it (0); default 1 */
+  const ws_allocator *alloc; /* NULL = libc */
+  ws_rng rng;                /* required for the client role */
+} ws_conn_config;
+
+typedef struct ws_conn_callbacks {
+  /* Message payload, unmasked (and inflated), in order, as it arrives.
+   * flags: WS_DATA_TEXT, WS_DATA_FIRST, WS_DATA_FIN. len may be 0 (an
+   * empty message is one call with FIRST|FIN). Text has been validated up
+   * to the end of this chunk. data is valid only during the call. Return 0,
+   * or a negative error to make ws_conn_recv stop and return it. */
+  int (*on_data)(void *user, const uint8_t *data, size_t len,
+                 unsigned flags);
+
+  /* A ping, pong or close frame arrived and was checked. For a close,
+   * payload is the whole close payload (code and reason); use
+   * ws_conn_peer_close() for the parsed parts. The engine has already
+   * queued the automatic reply (the pong for a ping, the echo for a close)
+   * when this is called. Return 0 or a negative error. */
+  int (*on_control)(void *user, int opcode, const uint8_t *payload,
+                    size_t len);
+
+  /* A queued unit completed: status 0 when all its bytes were consumed,
+   * WS_E_operation_aborted when it was dropped. token is what was given
+   * when it was queued (automatic replies have token NULL and are not
+   * reported). */
+  void (*on_sent)(void *user, void *token, int status);
+} ws_conn_callbacks;
+
+void ws_conn_config_default(ws_conn_config *cfg, int role);
+
+/* Creates an engine. Returns NULL if out of memory or cfg is invalid. */
+ws_conn *ws_conn_new(const ws_conn_config *cfg, const ws_conn_callbacks *cb,
+                     void *user);
+
+/* Frees the engine. Every unit still queued completes with
+ * WS_E_operation_aborted first. */
+void ws_conn_free(ws_conn *c);
+
+/* Changes limits after creation (read_message_max, write_buffer_bytes,
+ * auto_fragment, secure_prng); role, alloc and rng are kept. Returns 0 or
+ * WS_E_no_memory. */
+int ws_conn_reconfigure(ws_conn *c, const ws_conn_config *cfg);
+
+/* Turns permessage-deflate on with the negotiated params (after the
+ * handshake, before any frame). Returns 0, WS_E_no_memory, or
+ * WS_E_bad_extension if the params cannot be used. */
+int ws_conn_set_pmd(ws_conn *c, const ws_pmd_params *p,
+                    const ws_pmd_config *cfg);
+
+/* The negotiated permessage-deflate params (active == 0 when off). */
+void ws_conn_get_pmd(const ws_conn *c, ws_pmd_params *p);
+
+/* ---------------------------------------------------------------- input */
+
+/* Feeds len received bytes (unmasked in place, so data is writable).
+ * Returns 0 when all were processed, or a negative error:
+ *   - a protocol error (bad_opcode, ..., bad_close_payload,
+ *     message_too_big, bad_compressed_data): the failing close frame is
+ *     queued and the engine is failed; later calls return the same error;
+ *   - WS_E_no_memory;
+ *   - an error returned by a callback (passed through; the engine state
+ *     stays consistent and later bytes may be fed again).
+ * After a close frame arrived, later bytes are ignored (returns 0). */
+int ws_conn_recv(ws_conn *c, uint8_t *data, size_t len);
+
+/* --------------------------------------------------------------- output */
+
+/* Queues message data. The first call of a message uses opcode
+ * (WS_OP_TEXT or WS_OP_BINARY); while a message is unfinished (a previous
+ * call without WS_SEND_FIN) later calls send continuation frames and
+ * opcode is ignored. With auto_fragment, the data is split into frames of
+ * at most write_buffer_bytes payload. token comes back in on_sent. The
+ * caller keeps data alive and unchanged until on_sent(token) (the server
+ * role sends it without copying). Returns 0, or
+ *   WS_E_operation_aborted  a close was sent, or the engine failed;
+ *   WS_E_no_memory. */
+int ws_conn_send(ws_conn *c, int opcode, const uint8_t *data, size_t len,
+                 unsigned flags, void *token);
+
+/* Queues a ping or pong (payload <= 125 bytes, copied). Control frames go
+ * ahead of every unit not yet started. Returns 0,
+ * WS_E_bad_control_size, WS_E_operation_aborted (close sent, or failed) or
+ * WS_E_no_memory. */
+int ws_conn_ping(ws_conn *c, const uint8_t *payload, size_t len,
+                 void *token);
+int ws_conn_pong(ws_conn *c, const uint8_t *payload, size_t len,
+                 void *token);
+
+/* Queues a close frame after everything already queued. code 0 sends an
+ * empty close payload; otherwise code must be valid on the wire and
+ * reason (UTF-8, <= 123 bytes) follows it. After this, ws_conn_send,
+ * ping and pong fail with WS_E_operation_aborted. Returns 0,
+ * WS_E_bad_close_code, WS_E_bad_close_size (reason too long),
+ * WS_E_bad_close_payload (reason not UTF-8), WS_E_operation_aborted (a
+ * close was already sent) or WS_E_no_memory. */
+int ws_conn_close(ws_conn *c, unsigned code, const char *reason,
+                  size_t reason_len, void *token);
+
+/* Fails the engine from outside (a transport error or timeout): every
+ * queued unit, also a started one, completes with WS_E_operation_aborted,
+ * and nothing more is sent or received. Safe to call more than once. */
+void ws_conn_abort(ws_conn *c);
+
+/* Fills up to max iovecs with the bytes to write next, starting at the
+ * first byte not yet consumed, and returns how many it filled (0 when the
+ * queue is empty). The units they cover count as started. The memory stays
+ * valid until those bytes are consumed or the engine is aborted or freed. */
+size_t ws_conn_out_iov(ws_conn *c, ws_iov *iov, size_t max);
+
+/* Says that n more bytes (counted from the first unconsumed byte) were
+ * written. Completes units whose bytes are all consumed (on_sent). */
+void ws_conn_out_consume(ws_conn *c, size_t n);
+
+/* Bytes queued and not yet consumed (buffered_amount). */
+size_t ws_conn_out_pending(const ws_conn *c);
+
+/* ---------------------------------------------------------------- state */
+
+#define WS_ST_CLOSE_SENT 0x1     /* our close frame is queued */
+#define WS_ST_CLOSE_WRITTEN 0x2  /* ... and all its bytes were consumed */
+#define WS_ST_CLOSE_RECEIVED 0x4 /* the peer's close frame arrived */
+#define WS_ST_FAILED 0x8         /* a protocol error or ws_conn_abort */
+
+/* A mask of WS_ST_* flags. The stream is open while it is 0. */
+unsigned ws_conn_state(const ws_conn *c);
+
+/* The peer's close: code (0 if the frame had no payload, or none has
+ * arrived) and reason (valid until the engine is freed). */
+unsigned ws_conn_peer_close(const ws_conn *c, const char **reason,
+                            size_t *reason_len);
+
+/* The error that failed the engine, or 0. */
+int ws_conn_error(const ws_conn *c);
+
+/* True if the last data frame received was text (got_text), binary
+ * (got_binary: !got_text once a frame arrived); -1 before any. */
+int ws_conn_got_text(const ws_conn *c);
+
+/* True if the last byte of message data delivered ended a message. */
+int ws_conn_is_message_done(const ws_conn *c);
+
+/* True if a fragmented outgoing message is unfinished (write_some without
+ * fin). */
+int ws_conn_sending_message(const ws_conn *c);
+
+/* ------------------------------------------------------- shared frames */
+
+/* Builds the header of one unmasked (server) frame carrying a whole
+ * message (fin set; rsv1 set when the payload is already deflated), for a
+ * message published to many connections: writes it to hdr and returns its
+ * length. */
+size_t ws_frame_server_message(uint8_t hdr[WS_MAX_FRAME_HEADER], int opcode,
+                               int rsv1, uint64_t len);
+
+/* Server role: queues a whole message already framed by
+ * ws_frame_server_message (hdr and payload are sent as they are, without
+ * copying; the caller keeps both alive until on_sent(token)). Returns 0,
+ * WS_E_operation_in_progress (a write_some message is unfinished, so a new
+ * message cannot start), WS_E_operation_aborted or WS_E_no_memory. */
+int ws_conn_send_prebuilt(ws_conn *c, const uint8_t *hdr, size_t hdr_len,
+                          const uint8_t *payload, size_t len, void *token);
+
+#endif
