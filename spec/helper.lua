@@ -74,6 +74,11 @@ function T:run(secs)
   end
   timer:stop()
   timer:close()
+  for _, p in ipairs(self.procs or {}) do
+    if not p:is_closing() then
+      p:kill("sigterm")
+    end
+  end
   for _, h in ipairs(self.handles) do
     if h.is_closing and not h:is_closing() then
       h:close()
@@ -365,6 +370,45 @@ function T:after(ms, fn)
     timer:close()
     fn()
   end))
+end
+
+-- Starts a process (stdout piped) that is killed when the test ends;
+-- on_line(line) for each line it prints.
+function T:spawn(cmd, args, on_line)
+  local out = self:track(uv.new_pipe(false))
+  local handle
+  handle = uv.spawn(cmd, { args = args, stdio = { nil, out, 2 } }, function()
+    if handle and not handle:is_closing() then handle:close() end
+  end)
+  assert(handle, "cannot start " .. cmd)
+  self.procs = self.procs or {}
+  self.procs[#self.procs + 1] = handle
+  local buf = ""
+  out:read_start(self:cb(function(err, chunk)
+    if not chunk then return end
+    buf = buf .. chunk
+    while true do
+      local line, rest = buf:match("^([^\n]*)\n(.*)$")
+      if not line then break end
+      buf = rest
+      on_line(line)
+    end
+  end))
+  return handle
+end
+
+-- Makes a fresh set of test certificates (csrc/test/gen-certs.sh) in a
+-- temporary directory; returns the directory (with a trailing slash).
+function H.make_certs()
+  local dir = os.tmpname()
+  os.remove(dir)
+  local ok = os.execute("sh csrc/test/gen-certs.sh " .. dir .. " >/dev/null 2>&1")
+  assert(ok, "gen-certs.sh failed")
+  return dir .. "/"
+end
+
+function H.remove_dir(dir)
+  if dir and dir:match("^/tmp/") then os.execute("rm -rf '" .. dir .. "'") end
 end
 
 H.ws = ws

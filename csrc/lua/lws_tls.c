@@ -16,6 +16,7 @@
 typedef struct lws_tls_ctx {
   wstls_ctx *ctx; /* one reference */
   int server;     /* a server context */
+  int verify;     /* a client context that verifies the server */
 } lws_tls_ctx;
 
 /* A wrapped handle: uservalue 1 = the luv handle, 2 = the context. */
@@ -139,6 +140,7 @@ static int l_context(lua_State *L) {
   c = (lws_tls_ctx *)lua_newuserdatauv(L, sizeof(*c), 1);
   c->ctx = ctx;
   c->server = cfg.server;
+  c->verify = !cfg.server && cfg.verify != 0;
   luaL_setmetatable(L, LWS_TLS_CTX_MT);
   /* sni = {["host.name"] = server context, ...} */
   if (lua_getfield(L, 1, "sni") == LUA_TTABLE) {
@@ -185,6 +187,13 @@ static int l_wrap(lua_State *L) {
     luaL_checktype(L, 3, LUA_TTABLE);
     servername = opt_str(L, 3, "servername");
   }
+  /* A verifying client with no name to check would accept any certificate
+   * the CA signed, for any host: refuse rather than do that quietly. */
+  if (c->verify && (!servername || !*servername))
+    return luaL_argerror(L, 3,
+                         "servername is required to verify the server's "
+                         "certificate (or make the context with verify = "
+                         "false)");
   y = (lws_tls_layer *)lua_newuserdatauv(L, sizeof(*y), 2);
   memset(y, 0, sizeof(*y));
   luaL_setmetatable(L, LWS_TLS_LAYER_MT);
