@@ -104,6 +104,9 @@ struct lws_stream {
   lws_ctl *ctl;              /* control events to report */
   int nctl;                  /* how many */
   int control_cb;            /* ref: control_callback */
+  int end_cb;                /* ref: _on_end hook */
+  int end_posted;            /* end_post is queued */
+  wsuv_post end_post;        /* posts the _on_end hook */
   /* Closing. */
   int close_cb;              /* callback of close() */
   int close_posted;          /* close_post is queued */
@@ -180,6 +183,7 @@ static void stream_free(lws_stream *s) {
   unref(s, &s->read_cb);
   unref(s, &s->q_ref);
   unref(s, &s->control_cb);
+  unref(s, &s->end_cb);
   unref(s, &s->close_cb);
   unref(s, &s->decorator);
   unref(s, &s->subprotocols);
@@ -198,7 +202,7 @@ static void stream_free(lws_stream *s) {
 
 static void maybe_free(lws_stream *s) {
   if (!s->ud_alive && !s->handle_alive && !s->hs_posted && !s->read_posted &&
-      !s->close_posted)
+      !s->close_posted && !s->end_posted)
     stream_free(s);
 }
 
@@ -285,6 +289,7 @@ static void timer_at(lws_stream *s, int kind, uint64_t due) {
 static void hs_post_run(wsuv_post *p);
 static void read_post_run(wsuv_post *p);
 static void close_post_run(wsuv_post *p);
+static void end_post_run(wsuv_post *p);
 static void deliver_reads(lws_stream *s);
 
 /* Queues one of the stream's own completions (at most one each). */
@@ -328,6 +333,8 @@ static void teardown(lws_stream *s, int err) {
   }
   if (s->hs_kind != HS_NONE) hs_finish(s, s->hs_err ? s->hs_err : err);
   close_finish(s);
+  if (s->end_cb != LUA_NOREF)
+    post_own(s, &s->end_post, &s->end_posted, end_post_run);
   kick_read(s);
   free(s->hbuf);
   s->hbuf = NULL;
@@ -410,6 +417,26 @@ static void close_post_run(wsuv_post *p) {
   if (err == WS_E_closed) err = 0;
   lws_deliver(s->lp, cb, err, 0);
   unhold(s);
+  maybe_free(s);
+}
+
+/* The _on_end hook: fn(err, code, reason) once the stream has ended. */
+static void end_post_run(wsuv_post *p) {
+  lws_stream *s = (lws_stream *)((char *)p - offsetof(lws_stream, end_post));
+  lua_State *L = LS(s);
+  int cb = s->end_cb;
+  s->end_posted = 0;
+  if (s->lp->closing) {
+    maybe_free(s);
+    return;
+  }
+  s->end_cb = LUA_NOREF;
+  lua_rawgeti(L, LUA_REGISTRYINDEX, cb);
+  luaL_unref(L, LUA_REGISTRYINDEX, cb);
+  lws_push_errname(L, s->term_err ? s->term_err : WS_E_operation_aborted);
+  lua_pushinteger(L, s->peer_code);
+  lua_pushlstring(L, s->peer_reason, s->peer_reason_len);
+  s->lp->ctx->cb_pcall(L, 3, 0, 0);
   maybe_free(s);
 }
 
@@ -1832,6 +1859,7 @@ static int l_stream(lua_State *L) {
   s->self_ref = s->handle_ref = s->uv_ref = LUA_NOREF;
   s->hs_cb = s->hs_res = s->hs_req = s->hs_decorator = LUA_NOREF;
   s->read_cb = s->q_ref = s->control_cb = s->close_cb = LUA_NOREF;
+  s->end_cb = LUA_NOREF;
   s->decorator = s->subprotocols = LUA_NOREF;
   s->got_text = -1;
   s->read_message_max = 16u << 20;
@@ -2403,6 +2431,84 @@ static int l_close(lua_State *L) {
   return finish_call(L, yield);
 }
 
+/* ------------------------------------------------------- shared frames */
+
+/* ws._frame(data, is_text [, rsv1]) -> a whole unmasked frame (header and
+ * payload) as one string: built once, sent to many (topics). */
+static int l_frame(lua_State *L) {
+  size_t len;
+  const char *data = luaL_checklstring(L, 1, &len);
+  int is_text = lua_toboolean(L, 2), rsv1 = lua_toboolean(L, 3);
+  uint8_t hdr[WS_MAX_FRAME_HEADER];
+  size_t n = ws_frame_server_message(hdr, is_text ? WS_OP_TEXT : WS_OP_BINARY,
+                                     rsv1, len);
+  luaL_Buffer b;
+  char *p = luaL_buffinitsize(L, &b, n + len);
+  memcpy(p, hdr, n);
+  memcpy(p + n, data, len);
+  luaL_pushresultsize(&b, n + len);
+  return 1;
+}
+
+/* ws._send_frame(stream, frame) -> true | nil, name: queues a frame built
+ * by ws._frame on a server stream, without copying and without a callback
+ * (the frame string is kept alive until it is written). Fails at once with
+ * queue_full when buffered_amount already reached max_queued_bytes. */
+static int l_send_frame(lua_State *L) {
+  lws_stream *s = check_stream(L, 1);
+  size_t len;
+  const char *frame = luaL_checklstring(L, 2, &len);
+  lws_req *r;
+  int err = 0;
+  sync_handle(s);
+  if (s->state != ST_OPEN || !s->conn)
+    err = WS_E_operation_aborted;
+  else if (s->max_queued_bytes && wsuv_pending(&s->t) >= s->max_queued_bytes)
+    err = WS_E_queue_full;
+  if (!err) {
+    r = calloc(1, sizeof(*r));
+    if (!r) {
+      err = WS_E_no_memory;
+    } else {
+      r->s = s;
+      r->cb = LUA_NOREF;
+      lua_pushvalue(L, 2);
+      r->data = luaL_ref(L, LUA_REGISTRYINDEX);
+      err = ws_conn_send_prebuilt(s->conn, (const uint8_t *)frame, len, NULL,
+                                  0, r);
+      if (err) {
+        unref(s, &r->data);
+        free(r);
+      } else {
+        hold(L, s); /* released when the frame is written or dropped */
+        wsuv_flush(&s->t);
+      }
+    }
+  }
+  if (err) {
+    lua_pushnil(L);
+    lws_push_errname(L, err);
+    return 2;
+  }
+  lua_pushboolean(L, 1);
+  return 1;
+}
+
+/* ws._on_end(stream, fn): fn(err, code, reason) once, on a later tick,
+ * when the stream has ended ("closed" for a clean close handshake); for
+ * bookkeeping (servers, reconnection) without taking the read slot. A
+ * stream that already ended calls it at once (on a later tick). */
+static int l_on_end(lua_State *L) {
+  lws_stream *s = check_stream(L, 1);
+  luaL_checktype(L, 2, LUA_TFUNCTION);
+  lua_settop(L, 2);
+  set_ref(s, L, &s->end_cb, 2);
+  sync_handle(s);
+  if (s->state == ST_DONE)
+    post_own(s, &s->end_post, &s->end_posted, end_post_run);
+  return 0;
+}
+
 /* ----------------------------------------------------------- observers */
 
 static int l_control_callback(lua_State *L) {
@@ -2669,4 +2775,10 @@ void lws_open_stream(lua_State *L) {
   lua_pop(L, 1);
   lua_pushcfunction(L, l_stream);
   lua_setfield(L, mod, "stream");
+  lua_pushcfunction(L, l_frame);
+  lua_setfield(L, mod, "_frame");
+  lua_pushcfunction(L, l_send_frame);
+  lua_setfield(L, mod, "_send_frame");
+  lua_pushcfunction(L, l_on_end);
+  lua_setfield(L, mod, "_on_end");
 }

@@ -1,0 +1,452 @@
+-- ws.server{...}: a listening WebSocket server with plain HTTP on the same
+-- port, connection and handshake limits, an Origin allow-list, topics
+-- (publish/subscribe with the frame built once), and graceful shutdown.
+local uv = require "luv"
+local core = require "luvws.core"
+local headers = require "luvws.headers"
+
+local M = {}
+
+local Server = {}
+Server.__index = Server
+Server.__name = "luvws.server"
+
+-- The server a stream belongs to, and the topics it joined (weak keys:
+-- nothing here keeps a stream alive).
+local server_of = setmetatable({}, { __mode = "k" })
+local topics_of = setmetatable({}, { __mode = "k" })
+
+local options_known = {
+  host = true, port = true, tls = true, path = true, subprotocols = true,
+  protocols = true, origins = true, max_connections = true,
+  handshake_timeout = true, on_upgrade = true, on_connection = true,
+  on_request = true, options = true, compression = true, log = true,
+  backlog = true, slow_subscriber = true, close_timeout = true,
+  idle_timeout = true, keep_alive_pings = true,
+}
+
+local function log_default(msg)
+  io.stderr:write(msg, "\n")
+end
+
+-- Runs fn(...) in a coroutine; an error is logged with its traceback and
+-- on_error(err) runs (the handler's stream is closed with 1011).
+local function isolated(self, on_error, fn, ...)
+  local co = coroutine.create(function(...)
+    local ok, err = xpcall(fn, debug.traceback, ...)
+    if not ok then
+      self.log("luvws server: handler error: " .. tostring(err))
+      if on_error then
+        on_error(err)
+      end
+    end
+  end)
+  local ok, err = coroutine.resume(co, ...)
+  if not ok then
+    self.log("luvws server: handler error: " .. tostring(err))
+  end
+end
+
+local function is_upgrade(req)
+  local up = req.headers["upgrade"]
+  local conn = req.headers["connection"]
+  if not up or not conn then
+    return false
+  end
+  local has_ws, has_up = false, false
+  for token in up:gmatch("[^,%s]+") do
+    if token:lower() == "websocket" then has_ws = true end
+  end
+  for token in conn:gmatch("[^,%s]+") do
+    if token:lower() == "upgrade" then has_up = true end
+  end
+  return has_ws and has_up
+end
+
+local function path_of(target)
+  return (target:match("^([^?]*)"))
+end
+
+local function origin_allowed(self, req)
+  if not self.origins then
+    return true
+  end
+  local origin = req.headers["origin"]
+  if origin == nil then
+    return true -- not a browser: the allow-list protects browsers' users
+  end
+  origin = origin:lower()
+  for _, allowed in ipairs(self.origins) do
+    if allowed:lower() == origin then
+      return true
+    end
+  end
+  return false
+end
+
+local function respond(stream, status, body, fields)
+  local res = { status = status, headers = headers.new(fields or {}), body = body or "" }
+  if not res.headers["content-type"] and res.body ~= "" then
+    res.headers["Content-Type"] = "text/plain; charset=utf-8"
+  end
+  stream:respond(res, function() end)
+end
+
+function Server:_forget(stream)
+  if self.conns[stream] then
+    self.conns[stream] = nil
+    self.count = self.count - 1
+  end
+  local mine = topics_of[stream]
+  if mine then
+    for topic in pairs(mine) do
+      local set = self.topics[topic]
+      if set then
+        set[stream] = nil
+        if next(set) == nil then
+          self.topics[topic] = nil
+        end
+      end
+    end
+    topics_of[stream] = nil
+  end
+  if self.closing and self.count == 0 and self.on_drained then
+    local f = self.on_drained
+    self.on_drained = nil
+    f()
+  end
+end
+
+function Server:_upgrade(stream, req)
+  local ok, status, body, fields = true, nil, nil, nil
+  if self.path and path_of(req.target) ~= self.path then
+    return respond(stream, 404, "no WebSocket endpoint here")
+  end
+  if not origin_allowed(self, req) then
+    return respond(stream, 403, "origin not allowed")
+  end
+  if self.on_upgrade then
+    local pok, a, b, c = pcall(self.on_upgrade, req)
+    if not pok then
+      self.log("luvws server: on_upgrade error: " .. tostring(a))
+      return respond(stream, 500, "internal error")
+    end
+    if a ~= true then
+      ok, status, body, fields = false, tonumber(a) or 403, b, c
+    end
+  end
+  if not ok then
+    return respond(stream, status, body or "", fields)
+  end
+  stream:accept(req, function(err)
+    if err then
+      return
+    end
+    if self.on_connection then
+      isolated(self, function()
+        if stream:is_open() then
+          stream:close(1011, "internal error", function() end)
+        end
+      end, self.on_connection, stream, req)
+    end
+  end)
+end
+
+function Server:_request(stream, req)
+  local res = { status = 404, headers = headers.new(), body = "not found" }
+  if not self.on_request then
+    return respond(stream, 404, "not found")
+  end
+  isolated(self, function()
+    respond(stream, 500, "internal error")
+  end, function()
+    res.status = 200
+    res.body = ""
+    self.on_request(req, res)
+    if type(res.headers) == "table" and not headers.is(res.headers) then
+      res.headers = headers.new(res.headers)
+    end
+    res.body = res.body or ""
+    if not res.headers["content-type"] and res.body ~= "" then
+      res.headers["Content-Type"] = "text/plain; charset=utf-8"
+    end
+    stream:respond(res, function() end)
+  end)
+end
+
+function Server:_on_tcp(tcp)
+  tcp:nodelay(true)
+  local layer = tcp
+  if self.tls then
+    layer = core.tls.wrap(tcp, self.tls)
+  end
+  local stream = core.stream(layer, self.stream_options)
+  self.conns[stream] = true
+  self.count = self.count + 1
+  server_of[stream] = self
+  core._on_end(stream, function()
+    self:_forget(stream)
+  end)
+  stream:read_request(function(err, req)
+    if err then
+      return
+    end
+    if self.closing then
+      return respond(stream, 503, "server is shutting down", { ["Retry-After"] = "5" })
+    end
+    if self.count > self.max_connections then
+      return respond(stream, 503, "too many connections", { ["Retry-After"] = "5" })
+    end
+    if is_upgrade(req) then
+      self:_upgrade(stream, req)
+    else
+      self:_request(stream, req)
+    end
+  end)
+end
+
+-- The number of connections and a list of them (a copy).
+function Server:connections()
+  local list = {}
+  for s in pairs(self.conns) do
+    list[#list + 1] = s
+  end
+  return list, #list
+end
+
+-- Publishes data to every stream subscribed to topic, except `except`.
+-- The frame is built once and shared (no copy per recipient); a recipient
+-- whose queue is already full is closed with 1008 (or skipped, with
+-- slow_subscriber = "skip"). Returns the number of recipients queued.
+function Server:publish(topic, data, kind, except)
+  if type(kind) ~= "string" then
+    kind, except = nil, kind
+  end
+  local set = self.topics[topic]
+  if not set then
+    return 0
+  end
+  local is_text = kind ~= "binary"
+  if kind ~= nil and kind ~= "text" and kind ~= "binary" then
+    error("publish: kind must be \"text\" or \"binary\"", 2)
+  end
+  local frame = core._frame(data, is_text)
+  local n = 0
+  for stream in pairs(set) do
+    if stream ~= except then
+      local ok, err = core._send_frame(stream, frame)
+      if ok then
+        n = n + 1
+      elseif err == "queue_full" then
+        if self.slow_subscriber ~= "skip" then
+          stream:close(1008, "too slow", function() end)
+          self:_unsubscribe_all(stream)
+        end
+      end
+    end
+  end
+  return n
+end
+
+function Server:_unsubscribe_all(stream)
+  local mine = topics_of[stream]
+  if not mine then return end
+  for topic in pairs(mine) do
+    local set = self.topics[topic]
+    if set then
+      set[stream] = nil
+      if next(set) == nil then self.topics[topic] = nil end
+    end
+  end
+  topics_of[stream] = nil
+end
+
+-- Stops listening, closes every connection with 1001, waits for their
+-- closes up to timeout seconds (default 5), then drops what is left.
+-- cb() when done (optional; in a coroutine, waits).
+function Server:close(timeout, cb)
+  if type(timeout) == "function" then
+    timeout, cb = nil, timeout
+  end
+  timeout = timeout or 5
+  local co
+  if not cb and coroutine.isyieldable() then
+    co = coroutine.running()
+    cb = function() assert(coroutine.resume(co)) end
+  end
+  if self.closing then
+    if cb then
+      local t = uv.new_timer()
+      t:start(0, 0, function() t:close(); cb() end)
+    end
+    if co then return coroutine.yield() end
+    return
+  end
+  self.closing = true
+  if not self.listener:is_closing() then
+    self.listener:close()
+  end
+  local timer = uv.new_timer()
+  local finished = false
+  local function finish()
+    if finished then return end
+    finished = true
+    timer:stop()
+    timer:close()
+    for s in pairs(self.conns) do
+      local layer = s:next_layer()
+      local tcp = layer.handle and layer:handle() or layer
+      if tcp and not tcp:is_closing() then
+        tcp:close()
+      end
+    end
+    if cb then cb() end
+  end
+  self.on_drained = finish
+  timer:start(math.floor(timeout * 1000), 0, finish)
+  local any = false
+  for s in pairs(self.conns) do
+    any = true
+    if s:is_open() then
+      s:close(1001, "server shutting down", function() end)
+    else
+      local layer = s:next_layer()
+      local tcp = layer.handle and layer:handle() or layer
+      if tcp and not tcp:is_closing() then tcp:close() end
+    end
+  end
+  if not any then
+    self.on_drained = nil
+    finish()
+  end
+  if co then
+    return coroutine.yield()
+  end
+end
+
+-- Stream methods: topics.
+function M.subscribe(stream, topic)
+  local self = server_of[stream]
+  if not self then
+    error("subscribe: the stream does not belong to a ws.server", 2)
+  end
+  if not stream:is_open() then
+    return false
+  end
+  local set = self.topics[topic]
+  if not set then
+    set = {}
+    self.topics[topic] = set
+  end
+  set[stream] = true
+  local mine = topics_of[stream]
+  if not mine then
+    mine = {}
+    topics_of[stream] = mine
+  end
+  mine[topic] = true
+  return true
+end
+
+function M.unsubscribe(stream, topic)
+  local self = server_of[stream]
+  if not self then
+    error("unsubscribe: the stream does not belong to a ws.server", 2)
+  end
+  local set = self.topics[topic]
+  if set then
+    set[stream] = nil
+    if next(set) == nil then
+      self.topics[topic] = nil
+    end
+  end
+  local mine = topics_of[stream]
+  if mine then
+    mine[topic] = nil
+  end
+  return true
+end
+
+-- ws.server{...} -> server | nil, "name: message", "name"
+function M.new(opts)
+  if type(opts) ~= "table" then
+    error("ws.server expects a table of options", 2)
+  end
+  for k in pairs(opts) do
+    if not options_known[k] then
+      error(("ws.server: unknown option '%s'"):format(tostring(k)), 2)
+    end
+  end
+  local self = setmetatable({
+    conns = {}, count = 0, topics = {}, closing = false,
+    path = opts.path, origins = opts.origins,
+    max_connections = opts.max_connections or 10000,
+    on_upgrade = opts.on_upgrade, on_connection = opts.on_connection,
+    on_request = opts.on_request, log = opts.log or log_default,
+    slow_subscriber = opts.slow_subscriber or "close",
+  }, Server)
+  local sopts = {}
+  for k, v in pairs(opts.options or {}) do
+    sopts[k] = v
+  end
+  if sopts.timeout == nil then
+    sopts.timeout = {
+      handshake = opts.handshake_timeout or 30,
+      idle = opts.idle_timeout == nil and 300 or opts.idle_timeout,
+      keep_alive_pings = opts.keep_alive_pings ~= false,
+      close = opts.close_timeout or 5,
+    }
+  end
+  local sub = opts.subprotocols or opts.protocols
+  if sub ~= nil then
+    sopts.subprotocols = sub
+  end
+  if opts.compression and sopts.permessage_deflate == nil then
+    sopts.permessage_deflate = { server_enable = true }
+  end
+  self.stream_options = sopts
+  if opts.tls then
+    if getmetatable(opts.tls) == nil then
+      local t = {}
+      for k, v in pairs(opts.tls) do t[k] = v end
+      t.role = "server"
+      local ctx, msg, name = core.tls.context(t)
+      if not ctx then
+        return nil, msg, name
+      end
+      self.tls = ctx
+    else
+      self.tls = opts.tls
+    end
+  end
+  local host = opts.host or "127.0.0.1"
+  local listener = uv.new_tcp()
+  local ok, err = listener:bind(host, opts.port or 0)
+  if ok then
+    ok, err = listener:listen(opts.backlog or 511, function(lerr)
+      if lerr or self.closing then
+        return
+      end
+      local tcp = uv.new_tcp()
+      if listener:accept(tcp) then
+        self:_on_tcp(tcp)
+      else
+        tcp:close()
+      end
+    end)
+  end
+  if not ok then
+    listener:close()
+    local name = tostring(err):match("^(%w+)") or "EINVAL"
+    return nil, name .. ": " .. (core.errors[name] or tostring(err)), name
+  end
+  self.listener = listener
+  local addr = listener:getsockname()
+  self.host, self.port = addr.ip, addr.port
+  self.url = (self.tls and "wss" or "ws") .. "://" ..
+    (addr.ip:find(":", 1, true) and ("[" .. addr.ip .. "]") or addr.ip) .. ":" .. addr.port ..
+    (opts.path or "/")
+  return self
+end
+
+return M
