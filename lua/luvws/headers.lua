@@ -13,10 +13,19 @@
 -- Method names (add, set, get, values, remove, has, each) win over field
 -- names when indexing; use h:get(name) for a field called like a method.
 
-local FIELDS = setmetatable({}, { __name = "luvws.headers.fields" })
+-- The key of the field list and the metatable are kept in the registry so
+-- that every load of this module (a test runner that reloads modules, say)
+-- and the C binding agree on them.
+local shared = debug.getregistry()["luvws.headers"]
+if not shared then
+  shared = { fields = setmetatable({}, { __name = "luvws.headers.fields" }),
+             mt = { __name = "luvws.headers" } }
+  debug.getregistry()["luvws.headers"] = shared
+end
+local FIELDS = shared.fields
 
 local methods = {}
-local mt = { __name = "luvws.headers" }
+local mt = shared.mt
 
 local lower = string.lower
 local concat = table.concat
