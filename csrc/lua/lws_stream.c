@@ -26,6 +26,8 @@ enum { HS_NONE, HS_CLIENT, HS_SERVER, HS_REQUEST, HS_RESPOND };
 enum { RD_NONE, RD_READ, RD_SOME };
 enum { TK_NONE, TK_HANDSHAKE, TK_IDLE, TK_CLOSE };
 enum { REQ_DONE, REQ_UNIT };
+/* What the stream's post node runs, in this order. */
+enum { PEND_HS = 1, PEND_READ = 2, PEND_CLOSE = 4, PEND_END = 8 };
 
 typedef struct lws_stream lws_stream;
 
@@ -69,8 +71,6 @@ struct lws_stream {
   int hs_res;                /* ref: the client's res table */
   int hs_req;                /* ref: the request table (server) */
   int hs_decorator;          /* ref: the per-call decorator */
-  int hs_posted;             /* hs_post is queued */
-  wsuv_post hs_post;         /* posts the head operation's completion */
   char *hbuf;                /* head bytes read so far */
   size_t hlen;               /* bytes in hbuf */
   size_t hcap;               /* capacity of hbuf */
@@ -84,8 +84,6 @@ struct lws_stream {
   int read_kind;             /* RD_* */
   int read_cb;               /* callback of the pending read */
   size_t read_limit;         /* read_some's limit (0: any) */
-  int read_posted;           /* read_post is queued */
-  wsuv_post read_post;       /* posts a read that can complete now */
   int q_ref;                 /* ref: table of unread messages */
   lua_Integer q_head;        /* first unread (pairs: data, is_text) */
   lua_Integer q_tail;        /* one past the last */
@@ -105,17 +103,16 @@ struct lws_stream {
   int nctl;                  /* how many */
   int control_cb;            /* ref: control_callback */
   int end_cb;                /* ref: _on_end hook */
-  int end_posted;            /* end_post is queued */
-  wsuv_post end_post;        /* posts the _on_end hook */
   /* Closing. */
   int close_cb;              /* callback of close() */
-  int close_posted;          /* close_post is queued */
-  wsuv_post close_post;      /* posts the close completion */
   int clean;                 /* the close handshake completed */
   int close_started;         /* close timer and teardown underway */
   unsigned peer_code;        /* the peer's close code (0: none) */
-  char peer_reason[WS_MAX_CLOSE_REASON + 1]; /* and reason */
+  char *peer_reason;         /* and reason (allocated when one arrives) */
   size_t peer_reason_len;    /* its length */
+  unsigned pend;             /* completions to run (PEND_*) */
+  int posted;                /* post is queued */
+  wsuv_post post;            /* runs the pending completions */
   /* Options. */
   uint64_t read_message_max; /* after inflation; 0 = no limit */
   size_t write_buffer_bytes; /* auto-fragment size */
@@ -196,13 +193,13 @@ static void stream_free(lws_stream *s) {
   free(s->mbuf);
   free(s->ctl);
   free(s->subprotocol);
+  free(s->peer_reason);
   free(s);
   lws_loop_release(lp);
 }
 
 static void maybe_free(lws_stream *s) {
-  if (!s->ud_alive && !s->handle_alive && !s->hs_posted && !s->read_posted &&
-      !s->close_posted && !s->end_posted)
+  if (!s->ud_alive && !s->handle_alive && !s->posted)
     stream_free(s);
 }
 
@@ -286,36 +283,35 @@ static void timer_at(lws_stream *s, int kind, uint64_t due) {
                    timer_fire);
 }
 
-static void hs_post_run(wsuv_post *p);
-static void read_post_run(wsuv_post *p);
-static void close_post_run(wsuv_post *p);
-static void end_post_run(wsuv_post *p);
+static void stream_post_run(wsuv_post *p);
 static void deliver_reads(lws_stream *s);
 
-/* Queues one of the stream's own completions (at most one each). */
-static void post_own(lws_stream *s, wsuv_post *node, int *posted,
-                     wsuv_post_fn fn) {
-  if (*posted || s->lp->closing) return;
-  *posted = 1;
-  wsuv_post_add(s->lp->wl, node, fn);
+/* Schedules completions (PEND_* bits) for a later tick: one post node per
+ * stream, whatever is pending runs together. */
+static void post_pend(lws_stream *s, unsigned kind) {
+  if (s->lp->closing) return;
+  s->pend |= kind;
+  if (s->posted) return;
+  s->posted = 1;
+  wsuv_post_add(s->lp->wl, &s->post, stream_post_run);
 }
 
 /* Schedules the head operation's callback with err. */
 static void hs_finish(lws_stream *s, int err) {
-  if (s->hs_cb == LUA_NOREF || s->hs_posted) return;
+  if (s->hs_cb == LUA_NOREF || (s->pend & PEND_HS)) return;
   s->hs_err = err;
-  post_own(s, &s->hs_post, &s->hs_posted, hs_post_run);
+  post_pend(s, PEND_HS);
 }
 
 /* Schedules close()'s callback; its result is decided when it runs. */
 static void close_finish(lws_stream *s) {
   if (s->close_cb == LUA_NOREF) return;
-  post_own(s, &s->close_post, &s->close_posted, close_post_run);
+  post_pend(s, PEND_CLOSE);
 }
 
 static void kick_read(lws_stream *s) {
   if (s->read_kind == RD_NONE) return;
-  post_own(s, &s->read_post, &s->read_posted, read_post_run);
+  post_pend(s, PEND_READ);
 }
 
 /* Ends the stream: the handle is closed, every pending operation
@@ -333,8 +329,7 @@ static void teardown(lws_stream *s, int err) {
   }
   if (s->hs_kind != HS_NONE) hs_finish(s, s->hs_err ? s->hs_err : err);
   close_finish(s);
-  if (s->end_cb != LUA_NOREF)
-    post_own(s, &s->end_post, &s->end_posted, end_post_run);
+  if (s->end_cb != LUA_NOREF) post_pend(s, PEND_END);
   kick_read(s);
   free(s->hbuf);
   s->hbuf = NULL;
@@ -366,17 +361,9 @@ static void handle_gone(void *p) {
 
 /* ------------------------------------------------------------ completions */
 
-static void push_hs_values(lws_stream *s, int *nvals);
-
-static void hs_post_run(wsuv_post *p) {
-  lws_stream *s = (lws_stream *)((char *)p - offsetof(lws_stream, hs_post));
+static void hs_run(lws_stream *s) {
   lua_State *L = LS(s);
   int cb = s->hs_cb, err = s->hs_err, nvals = 0;
-  s->hs_posted = 0;
-  if (s->lp->closing) {
-    maybe_free(s);
-    return;
-  }
   s->hs_cb = LUA_NOREF;
   if (s->hs_kind == HS_REQUEST) {
     if (s->hs_req != LUA_NOREF && !err)
@@ -384,66 +371,52 @@ static void hs_post_run(wsuv_post *p) {
     else
       lua_pushnil(L);
     nvals = 1;
-  } else if (s->hs_kind == HS_CLIENT) {
-    push_hs_values(s, &nvals);
+  } else if (s->hs_kind == HS_CLIENT && s->hs_res != LUA_NOREF) {
+    /* The client's res table is filled in place; coroutines get it too. */
+    lua_rawgeti(L, LUA_REGISTRYINDEX, s->hs_res);
+    nvals = 1;
   }
   s->hs_kind = HS_NONE;
   unref(s, &s->hs_decorator);
   lws_deliver(s->lp, cb, err, nvals);
   unhold(s);
-  maybe_free(s);
 }
 
-static void push_hs_values(lws_stream *s, int *nvals) {
-  /* The client's res table is filled in place; coroutines get it too. */
-  lua_State *L = LS(s);
-  if (s->hs_res != LUA_NOREF) {
-    lua_rawgeti(L, LUA_REGISTRYINDEX, s->hs_res);
-    *nvals = 1;
-  }
-}
-
-static void close_post_run(wsuv_post *p) {
-  lws_stream *s =
-      (lws_stream *)((char *)p - offsetof(lws_stream, close_post));
+static void close_run(lws_stream *s) {
   int cb = s->close_cb, err;
-  s->close_posted = 0;
-  if (s->lp->closing) {
-    maybe_free(s);
-    return;
-  }
+  if (cb == LUA_NOREF) return;
   s->close_cb = LUA_NOREF;
   err = s->clean ? 0 : (s->term_err ? s->term_err : WS_E_operation_aborted);
   if (err == WS_E_closed) err = 0;
   lws_deliver(s->lp, cb, err, 0);
   unhold(s);
-  maybe_free(s);
 }
 
 /* The _on_end hook: fn(err, code, reason) once the stream has ended. */
-static void end_post_run(wsuv_post *p) {
-  lws_stream *s = (lws_stream *)((char *)p - offsetof(lws_stream, end_post));
+static void end_run(lws_stream *s) {
   lua_State *L = LS(s);
   int cb = s->end_cb;
-  s->end_posted = 0;
-  if (s->lp->closing) {
-    maybe_free(s);
-    return;
-  }
+  if (cb == LUA_NOREF) return;
   s->end_cb = LUA_NOREF;
   lua_rawgeti(L, LUA_REGISTRYINDEX, cb);
   luaL_unref(L, LUA_REGISTRYINDEX, cb);
   lws_push_errname(L, s->term_err ? s->term_err : WS_E_operation_aborted);
   lua_pushinteger(L, s->peer_code);
-  lua_pushlstring(L, s->peer_reason, s->peer_reason_len);
+  lua_pushlstring(L, s->peer_reason ? s->peer_reason : "", s->peer_reason_len);
   s->lp->ctx->cb_pcall(L, 3, 0, 0);
-  maybe_free(s);
 }
 
-static void read_post_run(wsuv_post *p) {
-  lws_stream *s = (lws_stream *)((char *)p - offsetof(lws_stream, read_post));
-  s->read_posted = 0;
-  if (!s->lp->closing) deliver_reads(s);
+static void stream_post_run(wsuv_post *p) {
+  lws_stream *s = (lws_stream *)((char *)p - offsetof(lws_stream, post));
+  unsigned k = s->pend;
+  s->posted = 0;
+  s->pend = 0;
+  if (!s->lp->closing) {
+    if (k & PEND_HS) hs_run(s);
+    if (k & PEND_READ) deliver_reads(s);
+    if (k & PEND_CLOSE) close_run(s);
+    if (k & PEND_END) end_run(s);
+  }
   maybe_free(s);
 }
 
@@ -609,8 +582,13 @@ static int on_msg_control(void *user, int opcode, const uint8_t *payload,
     size_t rlen;
     s->peer_code = ws_conn_peer_close(s->conn, &reason, &rlen);
     if (rlen > WS_MAX_CLOSE_REASON) rlen = WS_MAX_CLOSE_REASON;
-    if (rlen) memcpy(s->peer_reason, reason, rlen);
-    s->peer_reason_len = rlen;
+    free(s->peer_reason);
+    s->peer_reason = NULL;
+    s->peer_reason_len = 0;
+    if (rlen && (s->peer_reason = malloc(rlen)) != NULL) {
+      memcpy(s->peer_reason, reason, rlen);
+      s->peer_reason_len = rlen;
+    }
     payload = (const uint8_t *)reason;
     len = rlen;
   }
@@ -1462,12 +1440,100 @@ static void server_answer(lws_stream *s, lua_State *L, int idx, int err) {
   go_open(s);
 }
 
+/* Answers a request without building Lua tables: when no decorator and no
+ * subprotocol chooser needs to see it (the common case, and the fast one).
+ * Returns 0 if it answered, 1 if the Lua path must. */
+static int server_respond_fast(lws_stream *s, const ws_http_head *h) {
+  ws_header f[6];
+  size_t n = 0, need;
+  int err, status;
+  char pmd_resp[256], lenbuf[24], *buf;
+  const char *body = "";
+  size_t body_len = 0, pmd_len = 0;
+  if (s->decorator != LUA_NOREF || s->hs_decorator != LUA_NOREF ||
+      s->subprotocols != LUA_NOREF)
+    return 1;
+#define LWS_FIELD(a, b)                                                    \
+  do {                                                                     \
+    f[n].name.p = (a);                                                     \
+    f[n].name.n = strlen(a);                                               \
+    f[n].value.p = (b);                                                    \
+    f[n].value.n = strlen(b);                                              \
+    n++;                                                                   \
+  } while (0)
+  err = ws_server_check_request(h);
+  if (err) {
+    status = ws_server_error_status(err);
+    body = ws_strerror(err);
+    body_len = strlen(body);
+    if (status == 426) LWS_FIELD("Sec-WebSocket-Version", "13");
+    LWS_FIELD("Server", "luvws/" LWS_VERSION);
+    LWS_FIELD("Content-Type", "text/plain");
+    snprintf(lenbuf, sizeof(lenbuf), "%zu", body_len);
+    LWS_FIELD("Content-Length", lenbuf);
+    LWS_FIELD("Connection", "close");
+  } else {
+    const ws_header *key = ws_http_find(h, "Sec-WebSocket-Key");
+    status = 101;
+    ws_accept_compute(key->value.p, key->value.n, s->accept);
+    LWS_FIELD("Upgrade", "websocket");
+    LWS_FIELD("Connection", "Upgrade");
+    LWS_FIELD("Sec-WebSocket-Accept", s->accept);
+    if (s->pmd.server_enable) {
+      ws_pmd_server_negotiate(&s->pmd, h, &s->pmd_neg, pmd_resp,
+                              sizeof(pmd_resp), &pmd_len);
+      if (s->pmd_neg.active && pmd_len < sizeof(pmd_resp))
+        LWS_FIELD("Sec-WebSocket-Extensions", pmd_resp);
+      else
+        s->pmd_neg.active = 0;
+    }
+    LWS_FIELD("Server", "luvws/" LWS_VERSION);
+  }
+#undef LWS_FIELD
+  {
+    ws_str reason;
+    reason.p = ws_http_reason(status);
+    reason.n = strlen(reason.p);
+    need = ws_http_write_response(NULL, 0, status, reason,
+                                  h->version == 10 ? 10 : 11, f, n);
+    buf = malloc(need + body_len);
+    if (!buf) {
+      teardown(s, WS_E_no_memory);
+      return 0;
+    }
+    ws_http_write_response(buf, need, status, reason,
+                           h->version == 10 ? 10 : 11, f, n);
+  }
+  memcpy(buf + need, body, body_len);
+  s->hs_err = err;
+  if (wsuv_write_raw(&s->t, buf, need + body_len) != 0) {
+    free(buf);
+    teardown(s, WS_E_no_memory);
+    return 0;
+  }
+  free(buf);
+  if (err) {
+    wsuv_read(&s->t, 0);
+    wsuv_want_drain(&s->t);
+    wsuv_flush(&s->t);
+    return 0;
+  }
+  if (open_conn(s, WS_ROLE_SERVER) != 0) {
+    teardown(s, WS_E_no_memory);
+    return 0;
+  }
+  wsuv_flush(&s->t);
+  go_open(s);
+  return 0;
+}
+
 /* Builds the response table for a request and answers it. */
 static void server_respond_to(lws_stream *s, const ws_http_head *h) {
   lua_State *L = LS(s);
   int top = lua_gettop(L), err, hdr, status = 101;
   char pmd_resp[256];
   size_t pmd_len = 0;
+  if (server_respond_fast(s, h) == 0) return;
   err = ws_server_check_request(h);
   lua_createtable(L, 0, 5); /* res: top + 1 */
   lws_push_headers(L, s->lp, NULL, 0);
@@ -2505,7 +2571,7 @@ static int l_on_end(lua_State *L) {
   set_ref(s, L, &s->end_cb, 2);
   sync_handle(s);
   if (s->state == ST_DONE)
-    post_own(s, &s->end_post, &s->end_posted, end_post_run);
+    post_pend(s, PEND_END);
   return 0;
 }
 
@@ -2548,7 +2614,7 @@ static int l_is_message_done(lua_State *L) {
 static int l_reason(lua_State *L) {
   lws_stream *s = check_stream(L, 1);
   lua_pushinteger(L, s->peer_code);
-  lua_pushlstring(L, s->peer_reason, s->peer_reason_len);
+  lua_pushlstring(L, s->peer_reason ? s->peer_reason : "", s->peer_reason_len);
   return 2;
 }
 
@@ -2728,7 +2794,10 @@ static int l_stream_index(lua_State *L) {
   if (lua_rawget(L, lua_upvalueindex(1)) != LUA_TNIL) return 1;
   lua_pop(L, 1);
   luaL_checkudata(L, 1, LWS_STREAM_MT);
-  lua_getiuservalue(L, 1, 1);
+  if (lua_getiuservalue(L, 1, 1) != LUA_TTABLE) {
+    lua_pushnil(L);
+    return 1;
+  }
   lua_pushvalue(L, 2);
   lua_rawget(L, -2);
   return 1;
@@ -2741,7 +2810,12 @@ static int l_stream_newindex(lua_State *L) {
     return luaL_error(L, "cannot replace the stream method '%s'",
                       lua_tostring(L, 2));
   lua_pop(L, 1);
-  lua_getiuservalue(L, 1, 1);
+  if (lua_getiuservalue(L, 1, 1) != LUA_TTABLE) {
+    lua_pop(L, 1);
+    lua_newtable(L);
+    lua_pushvalue(L, -1);
+    lua_setiuservalue(L, 1, 1);
+  }
   lua_pushvalue(L, 2);
   lua_pushvalue(L, 3);
   lua_rawset(L, -3);

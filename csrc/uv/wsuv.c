@@ -25,7 +25,13 @@ struct wsuv_loop {
   uint64_t armed_due;   /* due the uv timer is set for; UINT64_MAX if none */
   uint8_t *rbuf;        /* the shared read buffer (lazily allocated) */
   int rbuf_busy;        /* rbuf is lent to a read in progress */
+  uv_write_t *free_w;   /* spare write requests (linked through data) */
+  unsigned nfree_w;     /* how many */
 };
+
+/* Write requests live only while a write is in flight (an idle connection
+ * holds none); a few spares are kept per loop. */
+#define WSUV_SPARE_WRITES 64
 
 /* ------------------------------------------------------------------ loop */
 
@@ -145,6 +151,11 @@ wsuv_loop *wsuv_loop_new(uv_loop_t *loop, uv_idle_t *idle,
 
 void wsuv_loop_release(wsuv_loop *l) {
   if (--l->refs > 0) return;
+  while (l->free_w) {
+    uv_write_t *w = l->free_w;
+    l->free_w = (uv_write_t *)w->data;
+    free(w);
+  }
   free(l->heap);
   free(l->rbuf);
   free(l);
@@ -436,6 +447,11 @@ static void consume(wsuv_stream *s, size_t n) {
     wsuv__consume_plain(s, n);
 }
 
+static void shutdown_cb(uv_shutdown_t *req, int status) {
+  (void)status;
+  free(req);
+}
+
 static void maybe_finish(wsuv_stream *s) {
   if (s->writing || s->dead || wsuv_pending(s) > 0) return;
   if (s->shutdown_want && !s->shutdown_sent) {
@@ -445,7 +461,10 @@ static void maybe_finish(wsuv_stream *s) {
       return;
     }
     s->shutdown_sent = 1;
-    uv_shutdown(&s->sreq, s->h, NULL);
+    {
+      uv_shutdown_t *req = malloc(sizeof(*req));
+      if (req && uv_shutdown(req, s->h, shutdown_cb) != 0) free(req);
+    }
   }
   if (s->drained_report) {
     s->drained_report = 0;
@@ -489,7 +508,23 @@ void wsuv_flush(wsuv_stream *s) {
       consume(s, (size_t)r);
       if (s->dead) break;
       s->inflight = total - (size_t)r;
-      r = uv_write(&s->wreq, s->h, bufs + i, (unsigned)(n - i), write_cb);
+      {
+        wsuv_loop *l = s->loop;
+        uv_write_t *w = l->free_w;
+        if (w) {
+          l->free_w = (uv_write_t *)w->data;
+          l->nfree_w--;
+        } else {
+          w = malloc(sizeof(*w));
+        }
+        if (!w) {
+          r = UV_ENOMEM;
+        } else {
+          w->data = s;
+          r = uv_write(w, s->h, bufs + i, (unsigned)(n - i), write_cb);
+          if (r < 0) free(w);
+        }
+      }
       if (r < 0) {
         s->inflight = 0;
         s->in_flush = 0;
@@ -505,8 +540,15 @@ void wsuv_flush(wsuv_stream *s) {
 }
 
 static void write_cb(uv_write_t *req, int status) {
-  wsuv_stream *s = (wsuv_stream *)((char *)req - offsetof(wsuv_stream, wreq));
+  wsuv_stream *s = (wsuv_stream *)req->data;
   size_t n = s->inflight;
+  if (s->loop && s->loop->nfree_w < WSUV_SPARE_WRITES) {
+    req->data = s->loop->free_w;
+    s->loop->free_w = req;
+    s->loop->nfree_w++;
+  } else {
+    free(req);
+  }
   s->writing = 0;
   s->inflight = 0;
   if (s->dead || !s->loop) return;

@@ -106,8 +106,6 @@ struct wsuv_stream {
   struct wsuv_raw *raw;         /* raw chunks queued ahead of conn output */
   struct wsuv_raw *raw_tail;    /* last raw chunk */
   size_t inflight;              /* bytes of the uv_write in flight */
-  uv_write_t wreq;              /* the one uv_write in flight */
-  uv_shutdown_t sreq;           /* the half-close request */
   unsigned reading : 1;         /* uv_read_start is on */
   unsigned want_read : 1;       /* the caller wants bytes */
   unsigned writing : 1;         /* a uv_write is in flight */
