@@ -243,23 +243,14 @@ static void close_handle(lws_stream *s) {
   s->handle_closing = 1;
   wsuv_read(&s->t, 0);
   wsuv_stream_dead(&s->t);
-  if (s->lp->closing) return; /* luv closes every handle itself */
-  lua_rawgeti(L, LUA_REGISTRYINDEX, s->handle_ref);
-  if (lua_getfield(L, -1, "is_closing") == LUA_TFUNCTION) {
-    lua_pushvalue(L, -2);
-    if (lua_pcall(L, 1, 1, 0) == LUA_OK && lua_toboolean(L, -1)) {
-      lua_pop(L, 2);
-      return;
-    }
-    lua_pop(L, 1);
-  } else {
-    lua_pop(L, 1);
+  if (!s->lp->closing && !uv_is_closing((uv_handle_t *)s->t.h)) {
+    lua_rawgeti(L, LUA_REGISTRYINDEX, s->handle_ref);
+    lua_getfield(L, -1, "close");
+    lua_insert(L, -2);
+    if (lua_pcall(L, 1, 0, 0) != LUA_OK) lua_pop(L, 1);
   }
-  lua_getfield(L, -1, "close");
-  lua_insert(L, -2);
-  if (lua_pcall(L, 1, 0, 0) != LUA_OK) lua_pop(L, 1);
   /* luv frees the handle (and tells us through extra_gc) once its userdata
-   * is collected: let go of it. */
+   * is collected: let go of it, whoever closed it. */
   unref(s, &s->handle_ref);
 }
 
@@ -1983,9 +1974,8 @@ static int start_io(lws_stream *s) {
 static void sync_handle(lws_stream *s) {
   if (!s->handle_closing && s->handle_alive &&
       uv_is_closing((uv_handle_t *)s->t.h)) {
-    s->handle_closing = 1;
-    wsuv_stream_dead(&s->t);
-    teardown(s, WS_E_operation_aborted);
+    teardown(s, WS_E_operation_aborted); /* close_handle sees it closing */
+    deliver_reads(s);
   }
 }
 
@@ -2575,6 +2565,19 @@ static int l_on_end(lua_State *L) {
   return 0;
 }
 
+/* ws._abort(stream): ends the stream now, whatever its state (no close
+ * handshake): the handle is closed, every pending operation completes
+ * with operation_aborted. For servers shutting down. */
+static int l_abort(lua_State *L) {
+  lws_stream *s = check_stream(L, 1);
+  sync_handle(s);
+  if (s->state != ST_DONE) {
+    teardown(s, WS_E_operation_aborted);
+    deliver_reads(s);
+  }
+  return 0;
+}
+
 /* ----------------------------------------------------------- observers */
 
 static int l_control_callback(lua_State *L) {
@@ -2705,6 +2708,16 @@ static int l_get_status(lua_State *L) {
       lua_setfield(L, -2, "servername");
     }
     lua_setfield(L, -2, "tls");
+  }
+  {
+    static const char *const states[] = {"new", "handshake", "open",
+                                         "closing", "closed"};
+    lua_pushstring(L, states[s->state]);
+    lua_setfield(L, -2, "state");
+  }
+  if (s->term_err) {
+    lws_push_errname(L, s->term_err);
+    lua_setfield(L, -2, "error");
   }
   lua_pushstring(L, s->role == WS_ROLE_CLIENT   ? "client"
                     : s->role == WS_ROLE_SERVER ? "server"
@@ -2855,4 +2868,6 @@ void lws_open_stream(lua_State *L) {
   lua_setfield(L, mod, "_send_frame");
   lua_pushcfunction(L, l_on_end);
   lua_setfield(L, mod, "_on_end");
+  lua_pushcfunction(L, l_abort);
+  lua_setfield(L, mod, "_abort");
 }

@@ -294,11 +294,7 @@ function Server:close(timeout, cb)
     timer:stop()
     timer:close()
     for s in pairs(self.conns) do
-      local layer = s:next_layer()
-      local tcp = layer.handle and layer:handle() or layer
-      if tcp and not tcp:is_closing() then
-        tcp:close()
-      end
+      core._abort(s)
     end
     if cb then cb() end
   end
@@ -307,13 +303,12 @@ function Server:close(timeout, cb)
   local any = false
   for s in pairs(self.conns) do
     any = true
-    if s:is_open() then
+    local state = s:get_status().state
+    if state == "open" then
       s:close(1001, "server shutting down", function() end)
-    else
-      local layer = s:next_layer()
-      local tcp = layer.handle and layer:handle() or layer
-      if tcp and not tcp:is_closing() then tcp:close() end
-    end
+    elseif state ~= "closing" and state ~= "closed" then
+      core._abort(s) -- still in its handshake (or an HTTP exchange)
+    end -- a closing stream ends by itself, within its close timeout
   end
   if not any then
     self.on_drained = nil
