@@ -235,12 +235,19 @@ describe("messages", function()
     t:pair({ client = { max_queued_bytes = 1024 * 1024 } }, function(c, s)
       -- The server does not read: its socket buffer and then our queue fill.
       local chunk = pattern(256 * 1024)
-      local results = {}
-      local function more()
+      local results, queued_at_call = {}, {}
+      local first_full = true
+      local function more(i)
+        -- The decision is made when write() is called: what was queued then.
+        queued_at_call[i] = c:buffered_amount()
         c:write(chunk, "binary", t:cb(function(err)
-          results[#results + 1] = err or "ok"
-          if err == "queue_full" then
-            assert.is_true(c:buffered_amount() >= 1024 * 1024)
+          results[i] = err or "ok"
+          if err == "queue_full" and first_full then
+            first_full = false
+            assert.is_true(queued_at_call[i] >= 1024 * 1024, queued_at_call[i])
+            for j = 1, i - 1 do
+              if results[j] == "ok" then assert.is_true(queued_at_call[j] < 1024 * 1024) end
+            end
             -- Now read everything on the server: the queue drains.
             local function drain()
               s:read(t:cb(function(e)
@@ -258,7 +265,7 @@ describe("messages", function()
           end
         end))
       end
-      for _ = 1, 64 do more() end
+      for i = 1, 64 do more(i) end
     end)
     t:run(20)
   end)

@@ -124,6 +124,7 @@ lws_loop *lws_loop_get(lua_State *L) {
   int top = lua_gettop(L), luv_idx;
   uv_idle_t *idle;
   uv_timer_t *timer;
+  uv_check_t *check;
 
   if (lua_getfield(L, LUA_REGISTRYINDEX, LWS_LOOP_KEY) == LUA_TUSERDATA) {
     lp = *(lws_loop **)lua_touserdata(L, -1);
@@ -170,11 +171,14 @@ lws_loop *lws_loop_get(lua_State *L) {
   timer = (uv_timer_t *)new_luv_handle(L, luv_idx, "new_timer");
   lua_rawseti(L, -2, 2);
   uv_unref((uv_handle_t *)timer);
+  check = (uv_check_t *)new_luv_handle(L, luv_idx, "new_check");
+  lua_rawseti(L, -2, 3);
+  uv_unref((uv_handle_t *)check);
   lua_setiuservalue(L, luv_idx - 2, 1);
   lua_pushvalue(L, luv_idx);
   lp->luv_ref = luaL_ref(L, LUA_REGISTRYINDEX);
 
-  lp->wl = wsuv_loop_new(ctx->loop, idle, timer);
+  lp->wl = wsuv_loop_new(ctx->loop, idle, timer, check);
   if (!lp->wl) luaL_error(L, "luvws: out of memory");
 
   /* The header-table class, from the Lua module. */

@@ -673,6 +673,7 @@ static void handle_head(lws_stream *s);
 
 static void on_t_data(wsuv_stream *t, uint8_t *data, size_t len) {
   lws_stream *s = S_OF_T(t);
+  size_t before;
   int r;
   s->last_rx = wsuv_now(s->lp->wl);
   if (s->state == ST_HEAD) {
@@ -699,6 +700,7 @@ static void on_t_data(wsuv_stream *t, uint8_t *data, size_t len) {
     return;
   }
   if ((s->state != ST_OPEN && s->state != ST_CLOSING) || !s->conn) return;
+  before = wsuv_pending(&s->t);
   s->in_recv = 1;
   r = ws_conn_recv(s->conn, data, len);
   s->in_recv = 0;
@@ -718,11 +720,17 @@ static void on_t_data(wsuv_stream *t, uint8_t *data, size_t len) {
   } else if (ws_conn_state(s->conn) & WS_ST_CLOSE_RECEIVED) {
     enter_closing(s);
   }
-  wsuv_flush(&s->t);
-  if (s->state != ST_DONE && wsuv_pending(&s->t) > s->max_queued_bytes &&
-      s->max_queued_bytes) {
-    /* The peer sends pings but does not read the pongs. */
-    teardown(s, WS_E_queue_full);
+  if (s->state == ST_OPEN)
+    wsuv_flush_later(&s->t); /* pongs, with what the read callbacks write */
+  else
+    wsuv_flush(&s->t);
+  if (s->state != ST_DONE && s->max_queued_bytes) {
+    /* Automatic replies (pongs) may add up to 64 KiB past the larger of
+     * the limit and what the application had queued: a peer that floods
+     * pings and does not read the pongs is cut off there. */
+    size_t now = wsuv_pending(&s->t);
+    size_t base = before > s->max_queued_bytes ? before : s->max_queued_bytes;
+    if (now > before && now > base + 65536) teardown(s, WS_E_queue_full);
   }
   close_progress(s);
   deliver_reads(s);
@@ -1256,7 +1264,7 @@ static void handle_head(lws_stream *s) {
   if (r == 0) return;
   if (r < 0) {
     s->hs_err = r;
-    if (s->hs_kind == HS_CLIENT || s->hs_kind == HS_REQUEST) {
+    if (s->hs_kind == HS_CLIENT) {
       teardown(s, r);
     } else {
       /* A server answers a malformed request before closing. */
@@ -1589,12 +1597,23 @@ static void server_respond_to(lws_stream *s, const ws_http_head *h) {
   if (!err) {
     lua_getfield(L, top + 1, "status");
     if (lua_tointeger(L, -1) == 101) {
+      ws_header f[WS_HTTP_MAX_FIELDS];
+      ws_http_head check;
+      const ws_header *acc;
+      int nf;
       lua_getfield(L, top + 1, "headers");
-      lua_getfield(L, -1, "Sec-WebSocket-Accept");
-      if (lua_type(L, -1) != LUA_TSTRING ||
-          strcmp(lua_tostring(L, -1), s->accept) != 0)
+      nf = headers_from_lua(L, s->lp, -1, f, WS_HTTP_MAX_FIELDS);
+      memset(&check, 0, sizeof(check));
+      check.headers = f;
+      check.num_headers = nf < 0 ? 0 : (size_t)nf;
+      acc = ws_http_find(&check, "Sec-WebSocket-Accept");
+      if (nf < 0 || !acc || acc->value.n != WS_ACCEPT_LEN ||
+          memcmp(acc->value.p, s->accept, WS_ACCEPT_LEN) != 0 ||
+          ws_http_count(&check, "Sec-WebSocket-Accept") != 1 ||
+          !ws_http_has_token(&check, "Upgrade", "websocket") ||
+          !ws_http_has_token(&check, "Connection", "upgrade"))
         err = WS_E_bad_decorator;
-      lua_pop(L, 2);
+      lua_pop(L, 1);
     }
     lua_pop(L, 1);
     if (err) {
@@ -1867,6 +1886,42 @@ static int l_set_option(lua_State *L) {
 
 /* ---------------------------------------------------------- constructor */
 
+/* A finalizer that tells stream finalizers the Lua state is closing.
+ *
+ * At lua_close, finalizers run in the reverse order of creation, so a
+ * sentinel made after the newest stream runs before every stream's __gc.
+ * Each new stream replaces the registered sentinel; a replaced one is
+ * collected in a normal cycle and does nothing. Closing a luv handle
+ * during lua_close crashes luv 1.44 (its loop teardown then meets a
+ * handle whose close callback never ran), so streams finalized after the
+ * sentinel leave their handles to luv's own teardown. */
+#define LWS_SENTINEL_KEY "luvws.sentinel"
+
+static int sentinel_gc(lua_State *L) {
+  lws_loop **pp = (lws_loop **)lua_touserdata(L, 1);
+  int current;
+  if (!*pp) return 0;
+  lua_getfield(L, LUA_REGISTRYINDEX, LWS_SENTINEL_KEY);
+  current = lua_rawequal(L, -1, 1);
+  lua_pop(L, 1);
+  if (current) (*pp)->closing = 1;
+  lws_loop_release(*pp);
+  *pp = NULL;
+  return 0;
+}
+
+static void renew_sentinel(lua_State *L, lws_loop *lp) {
+  lws_loop **pp = (lws_loop **)lua_newuserdatauv(L, sizeof(*pp), 0);
+  *pp = lp;
+  lp->refs++;
+  if (luaL_newmetatable(L, "luvws.sentinel_mt")) {
+    lua_pushcfunction(L, sentinel_gc);
+    lua_setfield(L, -2, "__gc");
+  }
+  lua_setmetatable(L, -2);
+  lua_setfield(L, LUA_REGISTRYINDEX, LWS_SENTINEL_KEY);
+}
+
 static int l_stream_gc(lua_State *L);
 
 /* ws.stream(handle [, options]) */
@@ -1954,6 +2009,7 @@ static int l_stream(lua_State *L) {
       lua_pop(L, 1);
     }
   }
+  renew_sentinel(L, lp);
   return 1;
 }
 
@@ -2349,7 +2405,7 @@ static int queue_unit(lua_State *L, lws_stream *s, int cb, int data_idx,
     wsuv_post_add(s->lp->wl, &r->post, req_done_run);
     return 0;
   }
-  wsuv_flush(&s->t);
+  wsuv_flush_later(&s->t);
   return 0;
 }
 
@@ -2465,9 +2521,16 @@ static int l_close(lua_State *L) {
     post_result(s, cb, WS_E_operation_in_progress);
     return finish_call(L, yield);
   }
+  if (s->clean || s->state == ST_DONE) {
+    /* Already closed (cleanly or not): nothing left to close. */
+    post_result(s, cb, WS_E_operation_aborted);
+    return finish_call(L, yield);
+  }
   if (s->state != ST_OPEN && s->state != ST_CLOSING) {
-    post_result(s, cb, s->state == ST_DONE && s->clean ? WS_E_operation_aborted
-                                                       : WS_E_operation_aborted);
+    /* Never opened (or still in its handshake): there is no close
+     * handshake to run; the stream is closed now. */
+    teardown(s, WS_E_operation_aborted);
+    post_result(s, cb, WS_E_operation_aborted);
     return finish_call(L, yield);
   }
   if (ws_conn_state(s->conn) & WS_ST_CLOSE_SENT) {
@@ -2537,7 +2600,7 @@ static int l_send_frame(lua_State *L) {
         free(r);
       } else {
         hold(L, s); /* released when the frame is written or dropped */
-        wsuv_flush(&s->t);
+        wsuv_flush_later(&s->t);
       }
     }
   }

@@ -15,6 +15,9 @@ struct wsuv_loop {
   uv_loop_t *uv;        /* the libuv loop */
   uv_idle_t *idle;      /* drains the post queue; NULL after shutdown */
   uv_timer_t *timer;    /* fires the earliest deadline; NULL after shutdown */
+  uv_check_t *check;    /* flushes dirty streams; NULL after shutdown */
+  wsuv_stream *dirty;   /* streams to flush in the check phase */
+  int check_on;         /* the check handle is started */
   unsigned refs;        /* creator + streams */
   wsuv_post *head;      /* post queue, oldest first */
   wsuv_post *tail;      /* last node of the post queue */
@@ -53,9 +56,29 @@ static void idle_cb(uv_idle_t *h) {
     p->fn(p);
     p = next;
   }
-  if (!l->head && l->idle_on && l->idle) {
+  /* Stay on while streams wait for their flush: an active idle handle
+   * keeps the poll from blocking before the check phase runs. */
+  if (!l->head && !l->dirty && l->idle_on && l->idle) {
     uv_idle_stop(l->idle);
     l->idle_on = 0;
+  }
+  wsuv_loop_release(l);
+}
+
+static void check_cb(uv_check_t *h) {
+  wsuv_loop *l = loop_of((uv_handle_t *)h);
+  wsuv_stream *s;
+  if (!l) return;
+  l->refs++;
+  while ((s = l->dirty) != NULL) {
+    l->dirty = s->dirty_next;
+    s->dirty_next = NULL;
+    s->dirty = 0;
+    wsuv_flush(s);
+  }
+  if (l->check_on && l->check) {
+    uv_check_stop(l->check);
+    l->check_on = 0;
   }
   wsuv_loop_release(l);
 }
@@ -135,17 +158,19 @@ static void timer_cb(uv_timer_t *h) {
   wsuv_loop_release(l);
 }
 
-wsuv_loop *wsuv_loop_new(uv_loop_t *loop, uv_idle_t *idle,
-                         uv_timer_t *timer) {
+wsuv_loop *wsuv_loop_new(uv_loop_t *loop, uv_idle_t *idle, uv_timer_t *timer,
+                         uv_check_t *check) {
   wsuv_loop *l = calloc(1, sizeof(*l));
   if (!l) return NULL;
   l->uv = loop;
   l->idle = idle;
   l->timer = timer;
+  l->check = check;
   l->refs = 1;
   l->armed_due = UINT64_MAX;
   ((luv_handle_t *)idle->data)->extra = l;
   ((luv_handle_t *)timer->data)->extra = l;
+  ((luv_handle_t *)check->data)->extra = l;
   return l;
 }
 
@@ -171,6 +196,17 @@ void wsuv_loop_shutdown(wsuv_loop *l) {
     uv_timer_stop(l->timer);
     ((luv_handle_t *)l->timer->data)->extra = NULL;
     l->timer = NULL;
+  }
+  if (l->check) {
+    if (l->check_on) uv_check_stop(l->check);
+    ((luv_handle_t *)l->check->data)->extra = NULL;
+    l->check = NULL;
+  }
+  while (l->dirty) {
+    wsuv_stream *d = l->dirty;
+    l->dirty = d->dirty_next;
+    d->dirty_next = NULL;
+    d->dirty = 0;
   }
   /* Run what is queued once more: the owners see that the loop is going
    * away and only free their memory. */
@@ -259,6 +295,12 @@ int wsuv_stream_init(wsuv_stream *s, wsuv_loop *l, uv_stream_t *h,
 
 void wsuv_stream_dispose(wsuv_stream *s) {
   if (!s->loop) return;
+  if (s->dirty) {
+    wsuv_stream **pp = &s->loop->dirty;
+    while (*pp && *pp != s) pp = &(*pp)->dirty_next;
+    if (*pp) *pp = s->dirty_next;
+    s->dirty = 0;
+  }
   if (s->reading && !s->dead) uv_read_stop(s->h);
   s->reading = 0;
   while (s->raw) {
@@ -560,6 +602,25 @@ static void write_cb(uv_write_t *req, int status) {
   consume(s, n);
   wsuv_flush(s);
   wsuv_loop_release(s->loop);
+}
+
+void wsuv_flush_later(wsuv_stream *s) {
+  wsuv_loop *l = s->loop;
+  if (s->dirty || s->dead || !l || !l->check) {
+    if (l && !l->check) wsuv_flush(s);
+    return;
+  }
+  s->dirty = 1;
+  s->dirty_next = l->dirty;
+  l->dirty = s;
+  if (!l->check_on) {
+    uv_check_start(l->check, check_cb);
+    l->check_on = 1;
+  }
+  if (!l->idle_on && l->idle) {
+    uv_idle_start(l->idle, idle_cb);
+    l->idle_on = 1;
+  }
 }
 
 void wsuv_want_drain(wsuv_stream *s) {

@@ -52,10 +52,12 @@ struct wsuv_timer {
 
 /* ----------------------------------------------------------------- loop */
 
-/* Creates the state for one loop. idle and timer are handles already
- * initialised on that loop (by luv); the transport starts and stops them and
- * keeps itself in their luv extra field. Returns NULL if out of memory. */
-wsuv_loop *wsuv_loop_new(uv_loop_t *loop, uv_idle_t *idle, uv_timer_t *timer);
+/* Creates the state for one loop. idle, timer and check are handles
+ * already initialised on that loop (by luv); the transport starts and stops
+ * them and keeps itself in their luv extra field. Returns NULL if out of
+ * memory. */
+wsuv_loop *wsuv_loop_new(uv_loop_t *loop, uv_idle_t *idle, uv_timer_t *timer,
+                         uv_check_t *check);
 
 /* The loop state is reference counted: the creator holds one reference and
  * every stream another, because libuv may still call back into a stream
@@ -116,6 +118,8 @@ struct wsuv_stream {
   unsigned in_flush : 1;        /* inside wsuv_flush (no re-entry) */
   unsigned flush_again : 1;     /* a flush was asked for during one */
   unsigned drained_report : 1;  /* report on_drain when the queue empties */
+  unsigned dirty : 1;           /* on the loop's list of streams to flush */
+  wsuv_stream *dirty_next;      /* next stream on that list */
 };
 
 /* Sets s up over handle h (a connected TCP or pipe handle owned by luv).
@@ -145,6 +149,11 @@ void wsuv_attach(wsuv_stream *s, ws_conn *c);
  * Reports on_drain(0) when everything queued so far has been written, if
  * wsuv_want_drain was called. Errors are reported with on_drain(err). */
 void wsuv_flush(wsuv_stream *s);
+
+/* Flushes s later in this loop iteration (after the I/O callbacks, in the
+ * check phase), so that many writes made while handling one read go out in
+ * one system call. */
+void wsuv_flush_later(wsuv_stream *s);
 
 /* Asks for one on_drain report when the queue is (or becomes) empty. */
 void wsuv_want_drain(wsuv_stream *s);

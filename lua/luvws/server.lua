@@ -269,18 +269,29 @@ function Server:close(timeout, cb)
     timeout, cb = nil, timeout
   end
   timeout = timeout or 5
-  local co
+  local co, waiting, finished_early = nil, false, false
   if not cb and coroutine.isyieldable() then
     co = coroutine.running()
-    cb = function() assert(coroutine.resume(co)) end
+    cb = function()
+      if waiting then
+        assert(coroutine.resume(co))
+      else
+        finished_early = true
+      end
+    end
+  end
+  local function wait()
+    if co and not finished_early then
+      waiting = true
+      return coroutine.yield()
+    end
   end
   if self.closing then
     if cb then
       local t = uv.new_timer()
       t:start(0, 0, function() t:close(); cb() end)
     end
-    if co then return coroutine.yield() end
-    return
+    return wait()
   end
   self.closing = true
   if not self.listener:is_closing() then
@@ -314,9 +325,7 @@ function Server:close(timeout, cb)
     self.on_drained = nil
     finish()
   end
-  if co then
-    return coroutine.yield()
-  end
+  return wait()
 end
 
 -- Stream methods: topics.
