@@ -11,7 +11,7 @@ local function server(t, opts)
   t.run = function(self, secs)
     local ok, err = pcall(orig_run, self, secs)
     for _, s in ipairs(self.servers) do
-      if not s.closing then s:close(0.05, function() end) end
+      if not s._closing then s:close(0.05, function() end) end
     end
     H.wait(80)
     if not ok then error(err, 0) end

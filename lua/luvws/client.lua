@@ -43,13 +43,29 @@ local connect_options = {
   on_reconnect = true, family = true, compression = true,
 }
 
+-- Raises (at the caller of ws.connect) for an option that does not exist.
+function M.check_options(options, level)
+  for k in pairs(options) do
+    if not stream_options[k] and not connect_options[k] then
+      error(("ws.connect: unknown option '%s'"):format(tostring(k)), level + 1)
+    end
+  end
+  -- A TLS option table is turned into a context now, so that a missing
+  -- file or a bad PEM is reported with its message, at the call.
+  if type(options.tls) == "table" and getmetatable(options.tls) == nil then
+    local ctx, msg = core.tls.context(options.tls)
+    if not ctx then
+      error("ws.connect: tls: " .. msg, level + 1)
+    end
+    options.tls = ctx
+  end
+end
+
 local function copy_options(options)
   local out = {}
   for k, v in pairs(options) do
     if stream_options[k] then
       out[k] = v
-    elseif not connect_options[k] then
-      error(("ws.connect: unknown option '%s'"):format(tostring(k)), 3)
     end
   end
   if out.timeout == nil then

@@ -148,6 +148,12 @@ function ws.connect(url, options, cb)
   if type(options) ~= "table" then
     error("ws.connect: options must be a table", 2)
   end
+  local copy = {} -- check_options may replace tls: leave the caller's table alone
+  for k, v in pairs(options) do
+    copy[k] = v
+  end
+  options = copy
+  client.check_options(options, 2)
   if options.reconnect then
     if type(cb) ~= "function" then
       error("ws.connect with reconnect needs a callback", 2)

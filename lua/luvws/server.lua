@@ -68,7 +68,7 @@ local function path_of(target)
 end
 
 local function origin_allowed(self, req)
-  if not self.origins then
+  if not self._origins then
     return true
   end
   local origin = req.headers["origin"]
@@ -76,7 +76,7 @@ local function origin_allowed(self, req)
     return true -- not a browser: the allow-list protects browsers' users
   end
   origin = origin:lower()
-  for _, allowed in ipairs(self.origins) do
+  for _, allowed in ipairs(self._origins) do
     if allowed:lower() == origin then
       return true
     end
@@ -93,26 +93,26 @@ local function respond(stream, status, body, fields)
 end
 
 function Server:_forget(stream)
-  if self.conns[stream] then
-    self.conns[stream] = nil
-    self.count = self.count - 1
+  if self._conns[stream] then
+    self._conns[stream] = nil
+    self._count = self._count - 1
   end
   local mine = topics_of[stream]
   if mine then
     for topic in pairs(mine) do
-      local set = self.topics[topic]
+      local set = self._topics[topic]
       if set then
         set[stream] = nil
         if next(set) == nil then
-          self.topics[topic] = nil
+          self._topics[topic] = nil
         end
       end
     end
     topics_of[stream] = nil
   end
-  if self.closing and self.count == 0 and self.on_drained then
-    local f = self.on_drained
-    self.on_drained = nil
+  if self._closing and self._count == 0 and self._on_drained then
+    local f = self._on_drained
+    self._on_drained = nil
     f()
   end
 end
@@ -125,8 +125,8 @@ function Server:_upgrade(stream, req)
   if not origin_allowed(self, req) then
     return respond(stream, 403, "origin not allowed")
   end
-  if self.on_upgrade then
-    local pok, a, b, c = pcall(self.on_upgrade, req)
+  if self._on_upgrade then
+    local pok, a, b, c = pcall(self._on_upgrade, req)
     if not pok then
       self.log("luvws server: on_upgrade error: " .. tostring(a))
       return respond(stream, 500, "internal error")
@@ -142,19 +142,19 @@ function Server:_upgrade(stream, req)
     if err then
       return
     end
-    if self.on_connection then
+    if self._on_connection then
       isolated(self, function()
         if stream:is_open() then
           stream:close(1011, "internal error", function() end)
         end
-      end, self.on_connection, stream, req)
+      end, self._on_connection, stream, req)
     end
   end)
 end
 
 function Server:_request(stream, req)
   local res = { status = 404, headers = headers.new(), body = "not found" }
-  if not self.on_request then
+  if not self._on_request then
     return respond(stream, 404, "not found")
   end
   isolated(self, function()
@@ -162,7 +162,7 @@ function Server:_request(stream, req)
   end, function()
     res.status = 200
     res.body = ""
-    self.on_request(req, res)
+    self._on_request(req, res)
     if type(res.headers) == "table" and not headers.is(res.headers) then
       res.headers = headers.new(res.headers)
     end
@@ -180,9 +180,9 @@ function Server:_on_tcp(tcp)
   if self.tls then
     layer = core.tls.wrap(tcp, self.tls)
   end
-  local stream = core.stream(layer, self.stream_options)
-  self.conns[stream] = true
-  self.count = self.count + 1
+  local stream = core.stream(layer, self._stream_options)
+  self._conns[stream] = true
+  self._count = self._count + 1
   server_of[stream] = self
   core._on_end(stream, function()
     self:_forget(stream)
@@ -191,10 +191,10 @@ function Server:_on_tcp(tcp)
     if err then
       return
     end
-    if self.closing then
+    if self._closing then
       return respond(stream, 503, "server is shutting down", { ["Retry-After"] = "5" })
     end
-    if self.count > self.max_connections then
+    if self._count > self._max_connections then
       return respond(stream, 503, "too many connections", { ["Retry-After"] = "5" })
     end
     if is_upgrade(req) then
@@ -208,7 +208,7 @@ end
 -- The number of connections and a list of them (a copy).
 function Server:connections()
   local list = {}
-  for s in pairs(self.conns) do
+  for s in pairs(self._conns) do
     list[#list + 1] = s
   end
   return list, #list
@@ -222,7 +222,7 @@ function Server:publish(topic, data, kind, except)
   if type(kind) ~= "string" then
     kind, except = nil, kind
   end
-  local set = self.topics[topic]
+  local set = self._topics[topic]
   if not set then
     return 0
   end
@@ -238,7 +238,7 @@ function Server:publish(topic, data, kind, except)
       if ok then
         n = n + 1
       elseif err == "queue_full" then
-        if self.slow_subscriber ~= "skip" then
+        if self._slow_subscriber ~= "skip" then
           stream:close(1008, "too slow", function() end)
           self:_unsubscribe_all(stream)
         end
@@ -252,10 +252,10 @@ function Server:_unsubscribe_all(stream)
   local mine = topics_of[stream]
   if not mine then return end
   for topic in pairs(mine) do
-    local set = self.topics[topic]
+    local set = self._topics[topic]
     if set then
       set[stream] = nil
-      if next(set) == nil then self.topics[topic] = nil end
+      if next(set) == nil then self._topics[topic] = nil end
     end
   end
   topics_of[stream] = nil
@@ -286,16 +286,16 @@ function Server:close(timeout, cb)
       return coroutine.yield()
     end
   end
-  if self.closing then
+  if self._closing then
     if cb then
       local t = uv.new_timer()
       t:start(0, 0, function() t:close(); cb() end)
     end
     return wait()
   end
-  self.closing = true
-  if not self.listener:is_closing() then
-    self.listener:close()
+  self._closing = true
+  if not self._listener:is_closing() then
+    self._listener:close()
   end
   local timer = uv.new_timer()
   local finished = false
@@ -304,15 +304,15 @@ function Server:close(timeout, cb)
     finished = true
     timer:stop()
     timer:close()
-    for s in pairs(self.conns) do
+    for s in pairs(self._conns) do
       core._abort(s)
     end
     if cb then cb() end
   end
-  self.on_drained = finish
+  self._on_drained = finish
   timer:start(math.floor(timeout * 1000), 0, finish)
   local any = false
-  for s in pairs(self.conns) do
+  for s in pairs(self._conns) do
     any = true
     local state = s:get_status().state
     if state == "open" then
@@ -322,7 +322,7 @@ function Server:close(timeout, cb)
     end -- a closing stream ends by itself, within its close timeout
   end
   if not any then
-    self.on_drained = nil
+    self._on_drained = nil
     finish()
   end
   return wait()
@@ -337,10 +337,10 @@ function M.subscribe(stream, topic)
   if not stream:is_open() then
     return false
   end
-  local set = self.topics[topic]
+  local set = self._topics[topic]
   if not set then
     set = {}
-    self.topics[topic] = set
+    self._topics[topic] = set
   end
   set[stream] = true
   local mine = topics_of[stream]
@@ -357,11 +357,11 @@ function M.unsubscribe(stream, topic)
   if not self then
     error("unsubscribe: the stream does not belong to a ws.server", 2)
   end
-  local set = self.topics[topic]
+  local set = self._topics[topic]
   if set then
     set[stream] = nil
     if next(set) == nil then
-      self.topics[topic] = nil
+      self._topics[topic] = nil
     end
   end
   local mine = topics_of[stream]
@@ -382,12 +382,12 @@ function M.new(opts)
     end
   end
   local self = setmetatable({
-    conns = {}, count = 0, topics = {}, closing = false,
-    path = opts.path, origins = opts.origins,
-    max_connections = opts.max_connections or 10000,
-    on_upgrade = opts.on_upgrade, on_connection = opts.on_connection,
-    on_request = opts.on_request, log = opts.log or log_default,
-    slow_subscriber = opts.slow_subscriber or "close",
+    _conns = {}, _count = 0, _topics = {}, _closing = false,
+    path = opts.path, _origins = opts.origins,
+    _max_connections = opts.max_connections or 10000,
+    _on_upgrade = opts.on_upgrade, _on_connection = opts.on_connection,
+    _on_request = opts.on_request, log = opts.log or log_default,
+    _slow_subscriber = opts.slow_subscriber or "close",
   }, Server)
   local sopts = {}
   for k, v in pairs(opts.options or {}) do
@@ -408,7 +408,7 @@ function M.new(opts)
   if opts.compression and sopts.permessage_deflate == nil then
     sopts.permessage_deflate = { server_enable = true }
   end
-  self.stream_options = sopts
+  self._stream_options = sopts
   if opts.tls then
     if getmetatable(opts.tls) == nil then
       local t = {}
@@ -428,7 +428,7 @@ function M.new(opts)
   local ok, err = listener:bind(host, opts.port or 0)
   if ok then
     ok, err = listener:listen(opts.backlog or 511, function(lerr)
-      if lerr or self.closing then
+      if lerr or self._closing then
         return
       end
       local tcp = uv.new_tcp()
@@ -444,7 +444,7 @@ function M.new(opts)
     local name = tostring(err):match("^(%w+)") or "EINVAL"
     return nil, name .. ": " .. (core.errors[name] or tostring(err)), name
   end
-  self.listener = listener
+  self._listener = listener
   local addr = listener:getsockname()
   self.host, self.port = addr.ip, addr.port
   self.url = (self.tls and "wss" or "ws") .. "://" ..
