@@ -41,6 +41,20 @@ typedef struct lws_loop {
   int headers_fields; /* registry ref: luvws.headers.FIELDS */
   int headers_mt;     /* registry ref: luvws.headers metatable */
   int luv_ref;        /* registry ref: the luv module */
+  /* Whole single-frame messages seen while feeding one read to the core,
+   * delivered straight from the read buffer to pending reads (no Lua
+   * queue); what is left goes to the stream's queue before the read
+   * buffer is reused. */
+  struct lws_fast {
+    const uint8_t *p; /* message bytes (in the read buffer) */
+    size_t n;         /* length */
+    int text;         /* text (else binary) */
+  } fast[128];
+  int nfast;          /* entries recorded */
+  int ifast;          /* entries delivered */
+  void *fast_owner;   /* the stream they belong to, or NULL */
+  void *free_req;     /* spare completion records (a list) */
+  unsigned nfree_req; /* how many */
 } lws_loop;
 
 /* The loop state for L's luv loop (created on first use). */
@@ -68,6 +82,9 @@ void lws_push_headers(lua_State *L, lws_loop *lp, const ws_header *f,
 /* Opens the stream part of the module (metatable and functions) into the
  * table on top of the stack. */
 void lws_open_stream(lua_State *L);
+
+/* Frees the spare completion records of a loop (lws_stream.c). */
+void lws_free_spares(lws_loop *lp);
 
 /* Opens ws.tls (context, wrap) into the table on top of the stack. */
 void lws_open_tls(lua_State *L);

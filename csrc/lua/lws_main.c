@@ -91,6 +91,7 @@ ws_rng lws_loop_rng(lws_loop *lp) {
 
 void lws_loop_release(lws_loop *lp) {
   if (--lp->refs > 0) return;
+  lws_free_spares(lp);
   if (lp->rng) {
     wc_FreeRng((WC_RNG *)lp->rng);
     free(lp->rng);

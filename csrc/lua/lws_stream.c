@@ -31,6 +31,12 @@ enum { PEND_HS = 1, PEND_READ = 2, PEND_CLOSE = 4, PEND_END = 8 };
 
 typedef struct lws_stream lws_stream;
 
+/* Payloads up to this size are copied into the request instead of keeping
+ * the Lua string referenced (cheaper than a registry reference). */
+#define LWS_INLINE 256
+/* Spare requests kept per loop. */
+#define LWS_SPARE_REQS 256
+
 /* A pending write, write_some, ping or pong, or a completion to post. */
 typedef struct lws_req {
   wsuv_post post;  /* node in the loop's post queue */
@@ -38,7 +44,43 @@ typedef struct lws_req {
   int cb;          /* registry ref: the callback (function or coroutine) */
   int data;        /* registry ref keeping the written string alive */
   int err;         /* the result */
+  uint8_t inline_data[LWS_INLINE]; /* a small payload's copy */
 } lws_req;
+
+static lws_req *req_new(lws_loop *lp) {
+  lws_req *r = (lws_req *)lp->free_req;
+  if (r) {
+    lp->free_req = r->s;
+    lp->nfree_req--;
+  } else {
+    r = malloc(sizeof(*r));
+    if (!r) return NULL;
+  }
+  r->post.next = NULL;
+  r->s = NULL;
+  r->cb = r->data = LUA_NOREF;
+  r->err = 0;
+  return r;
+}
+
+void lws_free_spares(lws_loop *lp) {
+  while (lp->free_req) {
+    lws_req *r = (lws_req *)lp->free_req;
+    lp->free_req = r->s;
+    free(r);
+  }
+  lp->nfree_req = 0;
+}
+
+static void req_free(lws_loop *lp, lws_req *r) {
+  if (lp->nfree_req < LWS_SPARE_REQS && !lp->closing) {
+    r->s = (lws_stream *)lp->free_req;
+    lp->free_req = r;
+    lp->nfree_req++;
+  } else {
+    free(r);
+  }
+}
 
 /* A control frame seen during one read from the socket. */
 typedef struct lws_ctl {
@@ -207,7 +249,7 @@ static void maybe_free(lws_stream *s) {
 static void req_done_run(wsuv_post *p);
 
 static void post_result(lws_stream *s, int cbref, int err) {
-  lws_req *r = calloc(1, sizeof(*r));
+  lws_req *r = req_new(s->lp);
   if (!r) {
     /* Out of memory: drop the callback rather than call it inline. */
     unref(s, &cbref);
@@ -231,7 +273,7 @@ static void req_done_run(wsuv_post *p) {
     lws_deliver(lp, r->cb, r->err, 0);
     unhold(s);
   }
-  free(r);
+  req_free(lp, r);
   lws_loop_release(lp);
 }
 
@@ -479,7 +521,26 @@ static int queue_take(lws_stream *s, size_t limit) {
   return done;
 }
 
+/* Moves the fast entries not yet delivered into the Lua queue (the read
+ * buffer they point into is about to be reused). */
+static void flush_fast(lws_stream *s) {
+  lws_loop *lp = s->lp;
+  if (lp->fast_owner != s) return;
+  lp->fast_owner = NULL; /* queue_push below must not see them */
+  while (lp->ifast < lp->nfast) {
+    struct lws_fast *f = &lp->fast[lp->ifast++];
+    lua_pushlstring(LS(s), (const char *)f->p, f->n);
+    queue_push(s, f->text, f->n);
+  }
+  lp->nfast = lp->ifast = 0;
+}
+
+static int fast_ready(lws_stream *s) {
+  return s->lp->fast_owner == s && s->lp->ifast < s->lp->nfast;
+}
+
 static int read_ready(lws_stream *s) {
+  if (fast_ready(s)) return 1;
   if (s->q_head < s->q_tail) return 1;
   if (s->read_kind == RD_SOME && s->m_active && s->mlen > s->moff) return 1;
   return s->state == ST_DONE || s->clean;
@@ -490,9 +551,17 @@ static void deliver_reads(lws_stream *s) {
   lua_State *L = LS(s);
   while (s->read_kind != RD_NONE && read_ready(s) && !s->lp->closing) {
     int cb = s->read_cb, kind = s->read_kind, err = 0, nvals;
+    if (fast_ready(s) && kind == RD_SOME) flush_fast(s);
     s->read_cb = LUA_NOREF;
     s->read_kind = RD_NONE;
-    if (s->q_head < s->q_tail) {
+    if (fast_ready(s)) {
+      struct lws_fast *f = &s->lp->fast[s->lp->ifast++];
+      lua_pushlstring(L, (const char *)f->p, f->n);
+      lua_pushboolean(L, f->text);
+      s->got_text = f->text;
+      s->msg_done = 1;
+      nvals = 2;
+    } else if (s->q_head < s->q_tail) {
       int done = queue_take(s, kind == RD_SOME ? s->read_limit : 0);
       nvals = 2;
       if (kind == RD_SOME) {
@@ -529,13 +598,28 @@ static int on_msg_data(void *user, const uint8_t *data, size_t len,
     s->m_text = (flags & WS_DATA_TEXT) != 0;
     s->mlen = s->moff = 0;
     if ((flags & WS_DATA_FIN)) {
-      /* The whole message in one piece: one copy, straight to Lua. */
+      lws_loop *lp = s->lp;
+      s->m_active = 0;
+      /* The whole message in one piece: when a read can take it and no
+       * older message waits, remember where it is; it goes to Lua in one
+       * copy after the core returns. */
+      if (s->read_kind == RD_READ && s->q_head == s->q_tail &&
+          (lp->fast_owner == NULL || lp->fast_owner == s) &&
+          lp->nfast < (int)(sizeof(lp->fast) / sizeof(lp->fast[0]))) {
+        struct lws_fast *f = &lp->fast[lp->nfast++];
+        lp->fast_owner = s;
+        f->p = data;
+        f->n = len;
+        f->text = s->m_text;
+        return 0;
+      }
+      flush_fast(s);
       lua_pushlstring(L, (const char *)data, len);
       queue_push(s, s->m_text, len);
-      s->m_active = 0;
       return 0;
     }
   }
+  flush_fast(s);
   if (len > 0) {
     if (s->mlen + len > s->mcap) {
       size_t cap = s->mcap ? s->mcap : 4096;
@@ -704,6 +788,10 @@ static void on_t_data(wsuv_stream *t, uint8_t *data, size_t len) {
   s->in_recv = 1;
   r = ws_conn_recv(s->conn, data, len);
   s->in_recv = 0;
+  /* Messages first (they came before anything the control callback or a
+   * failure might do), straight from the read buffer. */
+  deliver_reads(s);
+  flush_fast(s);
   if (s->nctl) dispatch_control(s);
   if (s->state == ST_DONE || !s->conn) {
     deliver_reads(s);
@@ -2381,17 +2469,21 @@ static int queue_unit(lua_State *L, lws_stream *s, int cb, int data_idx,
     post_result(s, cb, err);
     return 0;
   }
-  r = calloc(1, sizeof(*r));
+  r = req_new(s->lp);
   if (!r) {
     post_result(s, cb, WS_E_no_memory);
     return 0;
   }
   r->s = s;
   r->cb = cb;
-  r->data = LUA_NOREF;
   if (data_idx && len) {
-    lua_pushvalue(L, data_idx);
-    r->data = luaL_ref(L, LUA_REGISTRYINDEX);
+    if (len <= LWS_INLINE) {
+      memcpy(r->inline_data, p, len);
+      p = (const char *)r->inline_data;
+    } else {
+      lua_pushvalue(L, data_idx);
+      r->data = luaL_ref(L, LUA_REGISTRYINDEX);
+    }
   }
   if (kind_op == WS_OP_PING)
     err = ws_conn_ping(s->conn, (const uint8_t *)p, len, r);
@@ -2585,19 +2677,18 @@ static int l_send_frame(lua_State *L) {
   else if (s->max_queued_bytes && wsuv_pending(&s->t) >= s->max_queued_bytes)
     err = WS_E_queue_full;
   if (!err) {
-    r = calloc(1, sizeof(*r));
+    r = req_new(s->lp);
     if (!r) {
       err = WS_E_no_memory;
     } else {
       r->s = s;
-      r->cb = LUA_NOREF;
       lua_pushvalue(L, 2);
       r->data = luaL_ref(L, LUA_REGISTRYINDEX);
       err = ws_conn_send_prebuilt(s->conn, (const uint8_t *)frame, len, NULL,
                                   0, r);
       if (err) {
         unref(s, &r->data);
-        free(r);
+        req_free(s->lp, r);
       } else {
         hold(L, s); /* released when the frame is written or dropped */
         wsuv_flush_later(&s->t);
