@@ -21,12 +21,34 @@
  *     frame but the first and the last has the same header, so three
  *     headers are kept, whatever the number of frames.
  *
+ * permessage-deflate (RFC 7692; the zlib mechanics are in ws_deflate.c):
+ *   - sending: a compressed part is deflated at once (Z_SYNC_FLUSH) into
+ *     engine memory, which the unit owns (WS__U_FRAMED over it for the
+ *     server, masked into a WS__U_BUF for the client); RSV1 goes on the
+ *     first frame of the message only. Parts are compressed in queue
+ *     order, which is the order they go out, so the peer's window always
+ *     matches ours.
+ *   - receiving: the payload of a compressed message is inflated into a
+ *     WS_INFLATE_CHUNK buffer, and each full buffer (and the rest at the
+ *     end of the input) goes to on_data after the read_message_max and
+ *     UTF-8 checks, so a message is never held whole and a compression
+ *     bomb stops at the limit.
+ *   - zlib state exists only on connections that use it: the compressor
+ *     from the first compressed send, the decompressor from the first
+ *     compressed message received, the inflate buffer only during a
+ *     compressed message. With no_context_takeover for a direction, that
+ *     direction's stream is freed after every message; everything is freed
+ *     once the direction can carry no more messages (close sent or
+ *     received, failure, abort, free).
+ *
  * Callbacks may call back into the engine (send, ping, close, abort, the
  * output functions), but not ws_conn_recv or ws_conn_free.
  */
 #include "ws_conn.h"
 
 #include <string.h>
+
+#include "ws_deflate.h"
 
 /* Receive states. */
 enum { WS__RD_HEADER, WS__RD_DATA, WS__RD_CONTROL };
@@ -54,6 +76,7 @@ struct ws_unit {
   size_t seg;    /* segment holding the first unconsumed byte */
   size_t off;    /* offset of that byte in its segment */
   size_t nseg;   /* number of segments */
+  void *owned;   /* engine memory the unit frees with itself, or NULL */
   uint8_t kind;  /* WS__U_BUF, WS__U_PREBUILT or WS__U_FRAMED */
   uint8_t flags; /* WS__U_STARTED, WS__U_CONTROL, WS__U_CLOSE */
   union {
@@ -110,6 +133,23 @@ struct ws_conn {
   uint8_t rd_text;           /* the message being read is text */
   uint8_t rd_first;          /* its next chunk delivered is its first */
   uint8_t hdr_len;           /* bytes of hdr gathered */
+  /* permessage-deflate. */
+  ws_pmd_params pmd;    /* negotiated; pmd.active == 0: off */
+  size_t pmd_threshold; /* smaller messages are sent uncompressed */
+  ws_zdef *zdef;        /* our compressor, or NULL */
+  ws_zinf *zinf;        /* the peer's decompressor, or NULL */
+  uint8_t *zout;        /* inflate output, during a compressed message */
+  uint8_t pmd_level;    /* compression level 0..9 */
+  uint8_t pmd_mem;      /* mem_level 1..9 */
+  uint8_t tx_bits;      /* window bits we compress with (8..15) */
+  uint8_t rx_bits;      /* window bits the peer compresses with */
+  uint8_t tx_nct;       /* our window is dropped after each message */
+  uint8_t rx_nct;       /* the peer's window is dropped after each */
+  uint8_t tx_deflate;   /* the outgoing message is compressed */
+  uint8_t tx_reset;     /* reset zdef before it is used again */
+  uint8_t rd_deflate;   /* the message being read is compressed */
+  uint8_t rd_zbytes;    /* ... and payload bytes of it arrived */
+  uint8_t rd_busy;      /* inside ws_conn_recv */
   uint8_t hdr[WS_MAX_FRAME_HEADER];    /* the frame header being read */
   uint8_t rd_key[4];                   /* its mask key */
   uint8_t ctl_len;                     /* bytes of ctl gathered */
@@ -201,7 +241,9 @@ static ws_iov ws__unit_seg(const ws_unit *u, size_t k) {
   default: {
     size_t i = k >> 1, last = (u->nseg >> 1) - 1;
     if (k & 1) {
-      s.base = u->u.fr.data + i * u->u.fr.frag;
+      /* (No arithmetic on a NULL payload pointer: an empty message may
+       * have none.) */
+      s.base = i ? u->u.fr.data + i * u->u.fr.frag : u->u.fr.data;
       s.len = i == last ? u->u.fr.len - i * u->u.fr.frag : u->u.fr.frag;
     } else {
       int h = i == 0 ? 0 : i == last ? 2 : 1;
@@ -224,6 +266,12 @@ static ws_unit *ws__unit_new(ws_conn *c, size_t extra, void *token) {
   memset(u, 0, sizeof *u);
   u->token = token;
   return u;
+}
+
+/* Frees u and the memory it owns. */
+static void ws__unit_free(ws_conn *c, ws_unit *u) {
+  if (u->owned) ws__free(c, u->owned);
+  ws__free(c, u);
 }
 
 /* Builds one control frame (ping, pong or close) in a new unit: payload is
@@ -312,9 +360,35 @@ static void ws__complete_list(ws_conn *c, ws_unit *list, int status) {
     ws_unit *u = list;
     void *token = u->token;
     list = u->next;
-    ws__free(c, u);
+    ws__unit_free(c, u);
     if (token && c->cb.on_sent) c->cb.on_sent(c->user, token, status);
   }
+}
+
+/* ---------------------------------------------------- permessage-deflate */
+
+/* Frees the compressor. */
+static void ws__zdef_drop(ws_conn *c) {
+  ws_zdef_free(c->zdef);
+  c->zdef = NULL;
+  c->tx_reset = 0;
+}
+
+/* Frees the decompressor and the inflate buffer. */
+static void ws__zinf_drop(ws_conn *c) {
+  ws_zinf_free(c->zinf);
+  c->zinf = NULL;
+  if (c->zout) ws__free(c, c->zout);
+  c->zout = NULL;
+}
+
+/* Frees the zlib state of each direction that can carry no more messages.
+ * Not while ws_conn_recv runs for the receiving side: on_data may still
+ * look at the inflate buffer, and the inflate loop at its stream. */
+static void ws__pmd_trim(ws_conn *c) {
+  if (c->state & (WS_ST_FAILED | WS_ST_CLOSE_SENT)) ws__zdef_drop(c);
+  if ((c->state & (WS_ST_FAILED | WS_ST_CLOSE_RECEIVED)) && !c->rd_busy)
+    ws__zinf_drop(c);
 }
 
 /* -------------------------------------------------------------- failures */
@@ -323,9 +397,15 @@ static void ws__complete_list(ws_conn *c, ws_unit *list, int status) {
  * started (but a close frame already queued), queues the close frame that
  * goes with err unless a close was already queued, and returns err. */
 static int ws__fail(ws_conn *c, int err) {
-  unsigned code = err == WS_E_bad_frame_payload ? 1007
-                  : err == WS_E_message_too_big ? 1009
-                                                : 1002;
+  /* A message that cannot be inflated is payload data inconsistent with
+   * its message (RFC 6455 §7.4.1, 1007), as bad UTF-8 is: the frames were
+   * well formed, their content was not. Memory running out while a
+   * message is inflated leaves the stream unusable: 1011. */
+  unsigned code = err == WS_E_bad_frame_payload     ? 1007
+                  : err == WS_E_bad_compressed_data ? 1007
+                  : err == WS_E_message_too_big     ? 1009
+                  : err == WS_E_no_memory           ? 1011
+                                                    : 1002;
   uint8_t pl[2];
   ws_unit *cl = NULL, *dropped;
 
@@ -397,6 +477,8 @@ ws_conn *ws_conn_new(const ws_conn_config *cfg, const ws_conn_callbacks *cb,
 void ws_conn_free(ws_conn *c) {
   if (!c) return;
   ws_conn_abort(c);
+  ws__zdef_drop(c);
+  ws__zinf_drop(c);
   ws__free(c, c);
 }
 
@@ -414,19 +496,54 @@ int ws_conn_reconfigure(ws_conn *c, const ws_conn_config *cfg) {
   return 0;
 }
 
+static int ws__bits_ok(int bits) {
+  return bits >= 8 && bits <= 15;
+}
+
 int ws_conn_set_pmd(ws_conn *c, const ws_pmd_params *p,
                     const ws_pmd_config *cfg) {
-  (void)c;
-  (void)cfg;
-  /* permessage-deflate is not supported yet: any active params are
-   * refused, so RSV1 stays a reserved bit. */
-  if (p && p->active) return WS_E_bad_extension;
+  ws_pmd_config def;
+  int server = c->role == WS_ROLE_SERVER;
+
+  /* Not from a callback of ws_conn_recv: the inflate loop holds the
+   * stream. */
+  if (c->rd_busy) return WS_E_operation_in_progress;
+  if (p && p->active) {
+    if (!cfg) {
+      ws_pmd_config_default(&def);
+      cfg = &def;
+    }
+    if (!ws__bits_ok(p->server_max_window_bits) ||
+        !ws__bits_ok(p->client_max_window_bits) || cfg->comp_level < 0 ||
+        cfg->comp_level > 9 || cfg->mem_level < 1 || cfg->mem_level > 9)
+      return WS_E_bad_extension;
+  }
+  ws__zdef_drop(c);
+  ws__zinf_drop(c);
+  memset(&c->pmd, 0, sizeof c->pmd);
+  if (!p || !p->active) return 0;
+  c->pmd.active = 1;
+  c->pmd.server_max_window_bits = p->server_max_window_bits;
+  c->pmd.client_max_window_bits = p->client_max_window_bits;
+  c->pmd.server_no_context_takeover = p->server_no_context_takeover != 0;
+  c->pmd.client_no_context_takeover = p->client_no_context_takeover != 0;
+  c->pmd_threshold = cfg->msg_size_threshold;
+  c->pmd_level = (uint8_t)cfg->comp_level;
+  c->pmd_mem = (uint8_t)cfg->mem_level;
+  /* Each side compresses with its own direction's parameters. */
+  c->tx_bits =
+      (uint8_t)(server ? p->server_max_window_bits : p->client_max_window_bits);
+  c->rx_bits =
+      (uint8_t)(server ? p->client_max_window_bits : p->server_max_window_bits);
+  c->tx_nct = (uint8_t)(server ? c->pmd.server_no_context_takeover
+                               : c->pmd.client_no_context_takeover);
+  c->rx_nct = (uint8_t)(server ? c->pmd.client_no_context_takeover
+                               : c->pmd.server_no_context_takeover);
   return 0;
 }
 
 void ws_conn_get_pmd(const ws_conn *c, ws_pmd_params *p) {
-  (void)c;
-  memset(p, 0, sizeof *p);
+  *p = c->pmd;
 }
 
 /* ----------------------------------------------------------------- input */
@@ -447,7 +564,11 @@ static int ws__rd_check_start(const ws_conn *c) {
   uint8_t b0 = c->hdr[0], b1 = c->hdr[1];
   int op = b0 & 0x0f, fin = (b0 & 0x80) != 0, masked = (b1 & 0x80) != 0;
 
-  if (b0 & 0x70) return WS_E_bad_reserved_bits;
+  /* RSV1 marks a compressed message: only on its first frame, and only
+   * when permessage-deflate is on (RFC 7692 §6). */
+  if ((b0 & 0x30) || ((b0 & 0x40) && !(c->pmd.active && (op == WS_OP_TEXT ||
+                                                         op == WS_OP_BINARY))))
+    return WS_E_bad_reserved_bits;
   if ((op > WS_OP_BINARY && op < WS_OP_CLOSE) || op > WS_OP_PONG)
     return WS_E_bad_opcode;
   if (op >= WS_OP_CLOSE) {
@@ -493,17 +614,23 @@ static int ws__rd_frame_start(ws_conn *c) {
     c->rd_state = WS__RD_CONTROL;
     return 0;
   }
+  if (op != WS_OP_CONT) c->rd_deflate = (c->hdr[0] & 0x40) != 0;
   total = op == WS_OP_CONT ? c->rd_msg_size : 0;
-  if (len > UINT64_MAX - total) return WS_E_message_too_big;
-  if (c->read_message_max && total + len > c->read_message_max)
-    return WS_E_message_too_big;
+  /* A compressed message is held to read_message_max as it is inflated
+   * (ws__rd_zcheck): its wire size says nothing. */
+  if (!c->rd_deflate) {
+    if (len > UINT64_MAX - total) return WS_E_message_too_big;
+    if (c->read_message_max && total + len > c->read_message_max)
+      return WS_E_message_too_big;
+  }
   if (op != WS_OP_CONT) {
     c->rd_text = op == WS_OP_TEXT;
     c->got_text = (int8_t)c->rd_text;
     c->rd_first = 1;
+    c->rd_zbytes = 0;
     ws_utf8_reset(&c->utf8);
   }
-  c->rd_msg_size = total + len;
+  c->rd_msg_size = c->rd_deflate ? total : total + len;
   c->rd_cont = !c->rd_fin;
   c->rd_state = WS__RD_DATA;
   return 0;
@@ -577,7 +704,107 @@ static int ws__rd_control(ws_conn *c) {
   return 0;
 }
 
-int ws_conn_recv(ws_conn *c, uint8_t *data, size_t len) {
+/* Checks n more inflated bytes of a compressed message against
+ * read_message_max and (text) UTF-8, in byte order, as they are produced
+ * and before an inflate error is acted on: the fault that comes first in
+ * the message wins, however the input was split. */
+static int ws__rd_zcheck(ws_conn *c, const uint8_t *p, size_t n) {
+  size_t ok = n;
+
+  if (c->read_message_max) {
+    /* (reconfigure may have lowered the limit below what arrived) */
+    uint64_t room = c->rd_msg_size < c->read_message_max
+                        ? c->read_message_max - c->rd_msg_size
+                        : 0;
+    if (n > room) ok = (size_t)room;
+  }
+  if (c->rd_text && ws_utf8_feed(&c->utf8, p, ok) != 0)
+    return ws__fail(c, WS_E_bad_frame_payload);
+  if (ok < n) return ws__fail(c, WS_E_message_too_big);
+  c->rd_msg_size += n;
+  return 0;
+}
+
+/* Hands n checked bytes of a compressed message to on_data. */
+static int ws__rd_zemit(ws_conn *c, const uint8_t *p, size_t n, int fin) {
+  unsigned flags;
+
+  if (fin && c->rd_text && !ws_utf8_complete(&c->utf8))
+    return ws__fail(c, WS_E_bad_frame_payload);
+  flags = (c->rd_text ? WS_DATA_TEXT : 0) | (c->rd_first ? WS_DATA_FIRST : 0) |
+          (fin ? WS_DATA_FIN : 0);
+  c->rd_first = 0;
+  c->msg_done = (uint8_t)fin;
+  if (c->cb.on_data) return c->cb.on_data(c->user, p, n, flags);
+  return 0;
+}
+
+/* n payload bytes of a compressed message (fin: they end it). Inflates
+ * them into c->zout, handing out each full buffer, then (at the end of the
+ * message) the 00 00 ff ff tail, and hands out what is left. */
+static int ws__rd_inflate(ws_conn *c, const uint8_t *p, size_t n, int fin) {
+  size_t have = 0, got;
+  int rv, tail = 0;
+
+  if (n) c->rd_zbytes = 1;
+  if (!c->rd_zbytes) {
+    /* A compressed message with no payload at all: empty. The stream is
+     * left alone (the tail alone is not a whole block). */
+    return ws__rd_zemit(c, c->ctl, 0, fin);
+  }
+  if (!c->zinf && !(c->zinf = ws_zinf_new(&c->alloc, c->rx_bits)))
+    return ws__fail(c, WS_E_no_memory);
+  if (!c->zout && !(c->zout = (uint8_t *)ws__alloc(c, WS_INFLATE_CHUNK)))
+    return ws__fail(c, WS_E_no_memory);
+  ws_zinf_input(c->zinf, p, n);
+  for (;;) {
+    rv = ws_zinf_run(c->zinf, c->zout + have, WS_INFLATE_CHUNK - have, &got);
+    if (got) {
+      int e = ws__rd_zcheck(c, c->zout + have, got);
+      if (e) return e;
+      have += got;
+    }
+    if (rv) return ws__fail(c, rv);
+    if (have == WS_INFLATE_CHUNK) {
+      rv = ws__rd_zemit(c, c->zout, have, 0);
+      have = 0;
+      if (rv || (c->state & WS_ST_FAILED)) {
+        /* on_data's error, or an abort from it: the input is the
+         * caller's and is not looked at again. */
+        if (c->zinf) ws_zinf_drop_input(c->zinf);
+        return rv ? rv : c->error;
+      }
+      continue;
+    }
+    /* Out of input: at the end of the message, the tail, unless the
+     * payload is a whole deflate stream already. */
+    if (!fin || tail) break;
+    tail = 1;
+    if (ws_zinf_complete(c->zinf)) break;
+    ws_zinf_tail(c->zinf);
+  }
+  if (fin) {
+    if (!ws_zinf_message_end(c->zinf))
+      return ws__fail(c, WS_E_bad_compressed_data);
+    c->rd_zbytes = 0;
+    if (c->rx_nct) {
+      /* The peer starts every message afresh: nothing to keep. */
+      ws_zinf_free(c->zinf);
+      c->zinf = NULL;
+    }
+  } else if (have == 0) {
+    return 0;
+  }
+  rv = ws__rd_zemit(c, c->zout, have, fin);
+  if (fin && c->zout) {
+    /* Between messages a connection holds no inflate buffer. */
+    ws__free(c, c->zout);
+    c->zout = NULL;
+  }
+  return rv;
+}
+
+static int ws__recv(ws_conn *c, uint8_t *data, size_t len) {
   for (;;) {
     int rv;
 
@@ -604,6 +831,12 @@ int ws_conn_recv(ws_conn *c, uint8_t *data, size_t len) {
       data += n;
       len -= n;
       fin = c->rd_fin && c->rd_remain == 0;
+      if (c->rd_deflate) {
+        if (c->rd_remain == 0) c->rd_state = WS__RD_HEADER;
+        if (n == 0 && !fin) continue;
+        if ((rv = ws__rd_inflate(c, chunk, n, fin)) != 0) return rv;
+        continue;
+      }
       if (c->rd_text && (ws_utf8_feed(&c->utf8, chunk, n) != 0 ||
                          (fin && !ws_utf8_complete(&c->utf8))))
         return ws__fail(c, WS_E_bad_frame_payload);
@@ -611,7 +844,8 @@ int ws_conn_recv(ws_conn *c, uint8_t *data, size_t len) {
       /* Empty chunks are only reported when they end a message. */
       if (n == 0 && !fin) continue;
       flags = (c->rd_text ? WS_DATA_TEXT : 0) |
-              (c->rd_first ? WS_DATA_FIRST : 0) | (fin ? WS_DATA_FIN : 0);
+              (c->rd_first ? WS_DATA_FIRST : 0) | (fin ? WS_DATA_FIN : 0) |
+              WS_DATA_INPLACE;
       c->rd_first = 0;
       c->msg_done = (uint8_t)fin;
       if (c->cb.on_data && (rv = c->cb.on_data(c->user, chunk, n, flags)))
@@ -631,6 +865,16 @@ int ws_conn_recv(ws_conn *c, uint8_t *data, size_t len) {
   }
 }
 
+int ws_conn_recv(ws_conn *c, uint8_t *data, size_t len) {
+  int rv;
+
+  c->rd_busy = 1;
+  rv = ws__recv(c, data, len);
+  c->rd_busy = 0;
+  ws__pmd_trim(c);
+  return rv;
+}
+
 /* ---------------------------------------------------------------- output */
 
 /* Checks shared by everything the caller queues. */
@@ -640,10 +884,11 @@ static int ws__can_send(const ws_conn *c) {
   return 0;
 }
 
-/* Client: the part framed and masked into one unit. */
-static int ws__client_part(ws_conn *c, int op, int fin, const uint8_t *data,
-                           size_t len, size_t frag, size_t nframes, void *token,
-                           ws_unit **out) {
+/* Client: the part framed and masked into one unit (rsv1 on its first
+ * frame). */
+static int ws__client_part(ws_conn *c, int op, int fin, int rsv1,
+                           const uint8_t *data, size_t len, size_t frag,
+                           size_t nframes, void *token, ws_unit **out) {
   uint8_t keys[4 * WS__KEY_BATCH], *p;
   size_t total = len, last = len - (nframes - 1) * frag, i, h;
   ws_unit *u;
@@ -668,7 +913,7 @@ static int ws__client_part(ws_conn *c, int op, int fin, const uint8_t *data,
         return rv;
       }
     }
-    h = ws_frame_header_build(p, fin && i + 1 == nframes, 0,
+    h = ws_frame_header_build(p, fin && i + 1 == nframes, rsv1 && i == 0,
                               i == 0 ? op : WS_OP_CONT, key, plen);
     p += h;
     if (plen) ws_mask(p, data + i * frag, plen, key, 0);
@@ -685,18 +930,21 @@ static int ws__client_part(ws_conn *c, int op, int fin, const uint8_t *data,
 
 /* Writes an unmasked header (at most 10 bytes) to dst; returns its length.
  */
-static uint8_t ws__server_hdr(uint8_t dst[10], int fin, int op, uint64_t len) {
+static uint8_t ws__server_hdr(uint8_t dst[10], int fin, int rsv1, int op,
+                              uint64_t len) {
   uint8_t h[WS_MAX_FRAME_HEADER];
-  size_t n = ws_frame_header_build(h, fin, 0, op, NULL, len);
+  size_t n = ws_frame_header_build(h, fin, rsv1, op, NULL, len);
 
   memcpy(dst, h, n);
   return (uint8_t)n;
 }
 
-/* Server: the part framed on the fly over the caller's data. */
-static int ws__server_part(ws_conn *c, int op, int fin, const uint8_t *data,
-                           size_t len, size_t frag, size_t nframes, void *token,
-                           ws_unit **out) {
+/* Server: the part framed on the fly over data (the caller's, or engine
+ * memory the caller of this function then hands to the unit); rsv1 on its
+ * first frame. */
+static int ws__server_part(ws_conn *c, int op, int fin, int rsv1,
+                           const uint8_t *data, size_t len, size_t frag,
+                           size_t nframes, void *token, ws_unit **out) {
   size_t last = len - (nframes - 1) * frag, total;
   ws_unit *u;
 
@@ -708,12 +956,12 @@ static int ws__server_part(ws_conn *c, int op, int fin, const uint8_t *data,
   u->u.fr.len = len;
   u->u.fr.frag = frag;
   if (nframes == 1) {
-    u->u.fr.hlen[0] = ws__server_hdr(u->u.fr.hdr[0], fin, op, len);
+    u->u.fr.hlen[0] = ws__server_hdr(u->u.fr.hdr[0], fin, rsv1, op, len);
     total = u->u.fr.hlen[0];
   } else {
-    u->u.fr.hlen[0] = ws__server_hdr(u->u.fr.hdr[0], 0, op, frag);
-    u->u.fr.hlen[1] = ws__server_hdr(u->u.fr.hdr[1], 0, WS_OP_CONT, frag);
-    u->u.fr.hlen[2] = ws__server_hdr(u->u.fr.hdr[2], fin, WS_OP_CONT, last);
+    u->u.fr.hlen[0] = ws__server_hdr(u->u.fr.hdr[0], 0, rsv1, op, frag);
+    u->u.fr.hlen[1] = ws__server_hdr(u->u.fr.hdr[1], 0, 0, WS_OP_CONT, frag);
+    u->u.fr.hlen[2] = ws__server_hdr(u->u.fr.hdr[2], fin, 0, WS_OP_CONT, last);
     total = u->u.fr.hlen[0] + u->u.fr.hlen[2];
     if (nframes - 2 > (SIZE_MAX - total) / u->u.fr.hlen[1]) goto too_big;
     total += (nframes - 2) * u->u.fr.hlen[1];
@@ -727,9 +975,81 @@ too_big:
   return WS_E_no_memory;
 }
 
+/* Frames len bytes of a part: pieces of write_buffer_bytes with
+ * auto_fragment. Server frames point at data; client frames copy it. */
+static int ws__frame_part(ws_conn *c, int op, int fin, int rsv1,
+                          const uint8_t *data, size_t len, void *token,
+                          ws_unit **u) {
+  size_t frag, nframes;
+
+  if (c->auto_fragment && len > c->write_buffer_bytes) {
+    frag = c->write_buffer_bytes;
+    nframes = len / frag + (len % frag != 0);
+  } else {
+    frag = len;
+    nframes = 1;
+  }
+  if (c->role == WS_ROLE_CLIENT)
+    return ws__client_part(c, op, fin, rsv1, data, len, frag, nframes, token,
+                           u);
+  return ws__server_part(c, op, fin, rsv1, data, len, frag, nframes, token, u);
+}
+
+/* A part of a compressed message: deflated with a sync flush into engine
+ * memory (the tail stripped at the end of the message), then framed, RSV1
+ * on the message's first frame. */
+static int ws__deflate_part(ws_conn *c, int op, int fin, const uint8_t *data,
+                            size_t len, void *token, ws_unit **u) {
+  ws_zbuf b = {NULL, 0, 0};
+  int rv, first = op != WS_OP_CONT;
+
+  if (!c->zdef) {
+    c->zdef = ws_zdef_new(&c->alloc, c->tx_bits, c->pmd_level, c->pmd_mem);
+    if (!c->zdef) return WS_E_no_memory;
+    c->tx_reset = 0;
+  } else if (c->tx_reset) {
+    ws_zdef_reset(c->zdef);
+    c->tx_reset = 0;
+  }
+  if ((rv = ws_zdef_run(c->zdef, data, len, fin, &b)) != 0) goto fail;
+  if (fin && b.len == 0) {
+    /* A last part with no output (a sync flush right after another writes
+     * nothing, so the message so far ends with a whole 00 00 00 ff ff):
+     * one 0x00 byte, the header of an empty stored block that the peer's
+     * 00 00 ff ff completes. Without it, the peer's 00 00 ff ff would
+     * start a stored block that never ends. ws_zdef_run always leaves
+     * room. */
+    b.p[b.len++] = 0x00;
+  }
+  if (b.len > 0 && b.cap > b.len) {
+    /* Give back the room reserved for incompressible data. */
+    void *p = c->alloc.realloc(b.p, b.len, c->alloc.ud);
+    if (p) {
+      b.p = (uint8_t *)p;
+      b.cap = b.len;
+    }
+  }
+  rv = ws__frame_part(c, op, fin, first, b.p, b.len, token, u);
+  if (rv) goto fail;
+  if (c->role == WS_ROLE_CLIENT) {
+    ws__free(c, b.p); /* masked into the unit */
+  } else {
+    (*u)->owned = b.p;
+  }
+  if (fin && c->tx_nct) {
+    /* Each message starts afresh: nothing to keep between messages. */
+    ws__zdef_drop(c);
+  }
+  return 0;
+fail:
+  if (b.p) ws__free(c, b.p);
+  /* The stream may have taken in bytes the peer will never see. */
+  c->tx_reset = 1;
+  return rv;
+}
+
 int ws_conn_send(ws_conn *c, int opcode, const uint8_t *data, size_t len,
                  unsigned flags, void *token) {
-  size_t frag, nframes;
   int rv, op, fin = (flags & WS_SEND_FIN) != 0;
   ws_unit *u;
 
@@ -740,19 +1060,14 @@ int ws_conn_send(ws_conn *c, int opcode, const uint8_t *data, size_t len,
     /* Not in the contract's list: a wrong opcode is the caller's bug. */
     if (opcode != WS_OP_TEXT && opcode != WS_OP_BINARY) return WS_E_bad_opcode;
     op = opcode;
+    /* Decided once per message, on its first part (as Beast does). */
+    c->tx_deflate = c->pmd.active && (flags & WS_SEND_COMPRESS) != 0 &&
+                    len >= c->pmd_threshold;
   }
-  /* WS_SEND_COMPRESS is ignored until permessage-deflate is supported. */
-  if (c->auto_fragment && len > c->write_buffer_bytes) {
-    frag = c->write_buffer_bytes;
-    nframes = len / frag + (len % frag != 0);
-  } else {
-    frag = len;
-    nframes = 1;
-  }
-  if (c->role == WS_ROLE_CLIENT)
-    rv = ws__client_part(c, op, fin, data, len, frag, nframes, token, &u);
+  if (c->tx_deflate)
+    rv = ws__deflate_part(c, op, fin, data, len, token, &u);
   else
-    rv = ws__server_part(c, op, fin, data, len, frag, nframes, token, &u);
+    rv = ws__frame_part(c, op, fin, 0, data, len, token, &u);
   if (rv) return rv;
   ws__queue_append(c, u);
   c->sending = !fin;
@@ -801,6 +1116,7 @@ int ws_conn_close(ws_conn *c, unsigned code, const char *reason,
   u->flags |= WS__U_CLOSE;
   ws__queue_append(c, u);
   c->state |= WS_ST_CLOSE_SENT;
+  ws__pmd_trim(c);
   return 0;
 }
 
@@ -812,6 +1128,7 @@ void ws_conn_abort(ws_conn *c) {
   c->head = c->tail = NULL;
   c->out_pending = 0;
   ws__complete_list(c, list, WS_E_operation_aborted);
+  ws__pmd_trim(c);
 }
 
 size_t ws_conn_out_iov(ws_conn *c, ws_iov *iov, size_t max) {
@@ -822,7 +1139,7 @@ size_t ws_conn_out_iov(ws_conn *c, ws_iov *iov, size_t max) {
     u->flags |= WS__U_STARTED;
     for (k = u->seg; k < u->nseg && n < max; k++) {
       ws_iov s = ws__unit_seg(u, k);
-      if (k == u->seg) {
+      if (k == u->seg && u->off) {
         s.base += u->off;
         s.len -= u->off;
       }
@@ -860,7 +1177,7 @@ void ws_conn_out_consume(ws_conn *c, size_t n) {
     if (!c->head) c->tail = NULL;
     if (u->flags & WS__U_CLOSE) c->state |= WS_ST_CLOSE_WRITTEN;
     token = u->token;
-    ws__free(c, u);
+    ws__unit_free(c, u);
     if (token && c->cb.on_sent) c->cb.on_sent(c->user, token, 0);
   }
 }
@@ -911,12 +1228,16 @@ int ws_conn_send_prebuilt(ws_conn *c, const uint8_t *hdr, size_t hdr_len,
                           const uint8_t *payload, size_t len, void *token) {
   ws_unit *u;
   int rv;
+  uint8_t b0 = hdr_len ? hdr[0] : len ? payload[0] : 0;
 
   if ((rv = ws__can_send(c)) != 0) return rv;
   /* Not in the contract's list: a client must mask, so it cannot send
    * frames built once for many connections. */
   if (c->role != WS_ROLE_SERVER) return WS_E_bad_unmasked_frame;
   if (c->sending) return WS_E_operation_in_progress;
+  /* RSV1 only where permessage-deflate was negotiated; RSV2 and RSV3
+   * nowhere. */
+  if ((b0 & 0x30) || ((b0 & 0x40) && !c->pmd.active)) return WS_E_bad_extension;
   if (len > SIZE_MAX - hdr_len) return WS_E_no_memory;
   if (!(u = ws__unit_new(c, 0, token))) return WS_E_no_memory;
   u->kind = WS__U_PREBUILT;
@@ -927,5 +1248,8 @@ int ws_conn_send_prebuilt(ws_conn *c, const uint8_t *hdr, size_t hdr_len,
   u->u.pre.len = len;
   u->remain = hdr_len + len;
   ws__queue_append(c, u);
+  /* The peer's window now holds this message, ours does not: our next
+   * compressed message must not refer back past it. */
+  if (b0 & 0x40) c->tx_reset = 1;
   return 0;
 }

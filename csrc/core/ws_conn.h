@@ -22,7 +22,73 @@
  *
  * Peer faults become close frames: on a protocol error the engine drops
  * every queued unit not yet started, queues a close frame with 1002, 1007
- * or 1009, and ws_conn_recv() returns the error.
+ * or 1009 (1011 when memory runs out inside a compressed message), and
+ * ws_conn_recv() returns the error.
+ *
+ * permessage-deflate (RFC 7692), once ws_conn_set_pmd() turned it on:
+ *   - Sending: a message sent with WS_SEND_COMPRESS whose first part is at
+ *     least msg_size_threshold bytes is compressed; each part is deflated
+ *     when it is queued (Z_SYNC_FLUSH, so a write_some part never waits
+ *     for the next one), the 00 00 ff ff that ends the last part is
+ *     stripped, and RSV1 is set on the first frame of the message only.
+ *     Compressed frames are in engine memory, not the caller's (the
+ *     caller may still free data only at on_sent, as always).
+ *   - Receiving: RSV1 on the first frame of a text or binary message marks
+ *     it compressed; RSV1 anywhere else, or without permessage-deflate, is
+ *     bad_reserved_bits. The payload is inflated in pieces of at most
+ *     16 KiB, each checked (read_message_max counts inflated bytes; text is
+ *     UTF-8-checked) before on_data sees it, so a compression bomb stops
+ *     at the limit (message_too_big, 1009) holding no more than one piece.
+ *     Inflated pieces come without WS_DATA_INPLACE: they live in the
+ *     engine's buffer only during on_data. Data that does not inflate is
+ *     bad_compressed_data (close 1007: the frames are fine, their payload
+ *     is not consistent with the message, as with bad UTF-8). Faults are
+ *     reported in the order of the inflated bytes, however the input was
+ *     split. Control frames may come between the fragments of a
+ *     compressed message.
+ *   - Final blocks: a deflate block with BFINAL set ends the deflate
+ *     stream but not the message, nor the sliding window (RFC 7692
+ *     §7.2.3.4 and §7.2.2): bytes after it decode as a new stream with the
+ *     window kept, and a final block that ends the payload needs nothing
+ *     more (the 00 00 ff ff is then not inflated).
+ *   - Truncated messages: a message that, with 00 00 ff ff appended, does
+ *     not end on a deflate block boundary (or at the end of a final block)
+ *     was cut or corrupted: every conforming compressor ends one there
+ *     (§7.2.1). It is bad_compressed_data, not delivered as complete:
+ *     what follows it in the stream (the next message, with context
+ *     takeover) could not be decoded correctly anyway. A payload that
+ *     already ends on a block boundary at a byte edge (a sender that kept
+ *     its 00 00 ff ff) is complete without the tail, which would only
+ *     start a block that never ends. A compressed message with an empty
+ *     payload is an empty message.
+ *   - Window bits: we compress with our direction's negotiated bits and
+ *     inflate with the peer's. zlib cannot deflate with 8 bits: it
+ *     silently uses 9 (that its matches then stay within 250 bytes is an
+ *     implementation detail, not a promise), so when 8 was negotiated for
+ *     our direction, messages are deflated with Z_HUFFMAN_ONLY: literals
+ *     only, no back-reference at all, valid for any window (about 55-65%
+ *     of the size of JSON-like text, against 15-25% with matches). The
+ *     peer's 8 is inflated with 9 bits (a larger window decodes a stream
+ *     made with a smaller one). zlib refuses a match past the window only
+ *     when the bytes it names are not in the output of the same inflate
+ *     call, so a peer that breaks its negotiated window is refused or
+ *     decoded correctly, depending on how its data arrives; a peer that
+ *     keeps it always decodes.
+ *   - Memory: zlib state exists only on a connection that uses it, made on
+ *     first use (the compressor at the first compressed send, the
+ *     decompressor at the first compressed message received), allocated
+ *     through the engine's allocator, and freed with the engine, on
+ *     abort, on failure, and for each direction once it can carry no more
+ *     messages (close sent / received). With no_context_takeover for a
+ *     direction, that direction's stream is freed after every message; the
+ *     16 KiB inflate buffer exists only while a compressed message is
+ *     being read. Measured through the allocator: with window 15 and
+ *     mem_level 4 (the defaults) the compressor holds 142 KiB (its window
+ *     and hash chains: 2^(bits+2) + 2^(mem_level+9) bytes, plus 6 KiB)
+ *     and the decompressor 39 KiB (7 KiB of state and a 2^bits window);
+ *     mem_level 8 makes the compressor 262 KiB; window 10 makes them
+ *     18 KiB and 8 KiB. With context takeover an idle connection keeps
+ *     what its directions used; without, it keeps nothing.
  */
 #ifndef WS_CONN_H
 #define WS_CONN_H
@@ -38,6 +104,10 @@ enum ws_role { WS_ROLE_CLIENT = 0, WS_ROLE_SERVER = 1 };
 #define WS_DATA_TEXT 0x1  /* the message is text (else binary) */
 #define WS_DATA_FIRST 0x2 /* first chunk of a message */
 #define WS_DATA_FIN 0x4   /* last chunk of a message: it is complete */
+/* data lies in the buffer given to ws_conn_recv (unmasked in place) and
+ * stays valid as long as the caller keeps that buffer; without it (inflated
+ * data, in the engine's buffer) it is valid only during the call. */
+#define WS_DATA_INPLACE 0x8
 
 /* Flags of ws_conn_send. */
 #define WS_SEND_FIN 0x1      /* this call ends the message */
@@ -57,10 +127,11 @@ typedef struct ws_conn_config {
 
 typedef struct ws_conn_callbacks {
   /* Message payload, unmasked (and inflated), in order, as it arrives.
-   * flags: WS_DATA_TEXT, WS_DATA_FIRST, WS_DATA_FIN. len may be 0 (an
-   * empty message is one call with FIRST|FIN). Text has been validated up
-   * to the end of this chunk. data is valid only during the call. Return 0,
-   * or a negative error to make ws_conn_recv stop and return it. */
+   * flags: WS_DATA_TEXT, WS_DATA_FIRST, WS_DATA_FIN, WS_DATA_INPLACE. len
+   * may be 0 (an empty message is one call with FIRST|FIN). Text has been
+   * validated up to the end of this chunk. data is valid only during the
+   * call, unless WS_DATA_INPLACE says it is in the caller's buffer. Return
+   * 0, or a negative error to make ws_conn_recv stop and return it. */
   int (*on_data)(void *user, const uint8_t *data, size_t len,
                  unsigned flags);
 
@@ -95,8 +166,13 @@ void ws_conn_free(ws_conn *c);
 int ws_conn_reconfigure(ws_conn *c, const ws_conn_config *cfg);
 
 /* Turns permessage-deflate on with the negotiated params (after the
- * handshake, before any frame). Returns 0, WS_E_no_memory, or
- * WS_E_bad_extension if the params cannot be used. */
+ * handshake, before any frame); inactive params (or p NULL) turn it off.
+ * cfg gives comp_level, mem_level and msg_size_threshold (NULL: the
+ * defaults of ws_pmd_config_default). Allocates nothing (zlib state comes
+ * on first use). Returns 0, WS_E_bad_extension if the params cannot be
+ * used (window bits outside 8..15, comp_level outside 0..9, mem_level
+ * outside 1..9), or WS_E_operation_in_progress when called from a
+ * callback of ws_conn_recv. */
 int ws_conn_set_pmd(ws_conn *c, const ws_pmd_params *p,
                     const ws_pmd_config *cfg);
 
@@ -112,7 +188,9 @@ void ws_conn_get_pmd(const ws_conn *c, ws_pmd_params *p);
  *     queued and the engine is failed; later calls return the same error;
  *   - WS_E_no_memory;
  *   - an error returned by a callback (passed through; the engine state
- *     stays consistent and later bytes may be fed again).
+ *     stays consistent and later bytes may be fed again, but the rest of
+ *     this buffer is not processed, which a compressed message in
+ *     progress cannot recover from).
  * After a close frame arrived, later bytes are ignored (returns 0). */
 int ws_conn_recv(ws_conn *c, uint8_t *data, size_t len);
 
@@ -205,11 +283,34 @@ int ws_conn_sending_message(const ws_conn *c);
 size_t ws_frame_server_message(uint8_t hdr[WS_MAX_FRAME_HEADER], int opcode,
                                int rsv1, uint64_t len);
 
+/* Compresses a whole message for permessage-deflate from a fresh context
+ * (a new raw deflate stream, Z_SYNC_FLUSH, 00 00 ff ff stripped), so the
+ * same bytes can be sent to every connection whose peer inflates with at
+ * least window_bits bits (the server's direction: server_max_window_bits
+ * of ws_conn_get_pmd), with or without context takeover: the message
+ * refers to nothing before it. window_bits 8..15 (8 compresses with
+ * literals only, see above), level 0..9, mem_level 1..9. On success *out
+ * (allocated through a, NULL for libc; free it with a) holds *out_len
+ * bytes, never 0 (an empty message is one 0x00 byte). Returns 0,
+ * WS_E_no_memory, or WS_E_bad_extension for parameters out of range.
+ * With ws_frame_server_message(hdr, opcode, 1, out_len) and
+ * ws_conn_send_prebuilt it makes a shared compressed frame. */
+int ws_pmd_compress_message(const ws_allocator *a, int window_bits, int level,
+                            int mem_level, const uint8_t *data, size_t len,
+                            uint8_t **out, size_t *out_len);
+
 /* Server role: queues a whole message already framed by
  * ws_frame_server_message (hdr and payload are sent as they are, without
- * copying; the caller keeps both alive until on_sent(token)). Returns 0,
- * WS_E_operation_in_progress (a write_some message is unfinished, so a new
- * message cannot start), WS_E_operation_aborted or WS_E_no_memory. */
+ * copying; the caller keeps both alive until on_sent(token)). The frame
+ * may have RSV1 set (a message from ws_pmd_compress_message) only when
+ * permessage-deflate is active on this connection, and the caller groups
+ * recipients so that its window bits fit (the engine cannot check them);
+ * after one, the connection's own compressor starts its next message
+ * afresh, since the peer's window now holds a message ours does not.
+ * Returns 0, WS_E_operation_in_progress (a write_some message is
+ * unfinished, so a new message cannot start), WS_E_operation_aborted,
+ * WS_E_bad_extension (RSV1 without permessage-deflate, or RSV2/RSV3) or
+ * WS_E_no_memory. hdr_len may be 0 with the whole frame in payload. */
 int ws_conn_send_prebuilt(ws_conn *c, const uint8_t *hdr, size_t hdr_len,
                           const uint8_t *payload, size_t len, void *token);
 

@@ -177,12 +177,15 @@ size_t ws_pmd_offer(const ws_pmd_config *cfg, char *out, size_t cap);
  * accepted, 0 with out->active == 0 when it answered no extension, or
  * WS_E_bad_extension when it answered an extension or a parameter that was
  * not offered, or a value that cannot be honoured (cfg NULL or client_enable
- * off: any extension at all is bad_extension). */
+ * off: any extension at all is bad_extension). client_max_window_bits=8 is
+ * accepted: the engine then compresses with literals only (ws_conn.h). */
 int ws_pmd_client_accept(const ws_pmd_config *cfg, const ws_http_head *res,
                          ws_pmd_params *out);
 
 /* Server: takes the first acceptable permessage-deflate offer of the
- * request (Beast's rules: bad or unknown parameters decline that offer) and
+ * request (Beast's rules: bad or unknown parameters decline that offer;
+ * unlike Beast, an offer of server_max_window_bits=8 is declined rather
+ * than answered with 9, which RFC 7692 §7.1.2.1 forbids) and
  * writes the response value into resp (snprintf-style, *resp_len = length
  * needed). Returns 0; out->active is 0 when compression is declined
  * (server_enable off, no offer, or no acceptable one), and then resp is "". */

@@ -301,9 +301,10 @@ int ws_pmd_client_accept(const ws_pmd_config *cfg, const ws_http_head *res,
   if (cfg->server_no_context_takeover && !o.server_nct)
     return WS_E_bad_extension;
   /* The offer always names client_max_window_bits; the answer may lower
-   * it, but not to 8: zlib cannot deflate with a 256-byte window. */
-  if (o.client_bits != 0 && (o.client_bits < 9 || o.client_bits > local_c))
-    return WS_E_bad_extension;
+   * it (RFC 7692 §7.1.2.2), even to 8: zlib cannot deflate with a 256-byte
+   * window, so the engine then compresses with literals only (see
+   * ws_conn.h), which any window decodes. */
+  if (o.client_bits != 0 && o.client_bits > local_c) return WS_E_bad_extension;
   out->active = 1;
   out->server_max_window_bits = server_bits;
   out->client_max_window_bits = o.client_bits ? o.client_bits : local_c;
@@ -331,15 +332,17 @@ static int negotiate(const ws_pmd_config *cfg, const pmd_offer *o,
   p->client_no_context_takeover =
       o->client_nct || cfg->client_no_context_takeover != 0;
   if (p->client_no_context_takeover) vput(v, "; client_no_context_takeover");
+  /* Beast answers an offer of 8 with 9, as zlib cannot deflate with a
+   * 256-byte window; but the answer must not exceed the offer (RFC 7692
+   * §7.1.2.1), so such an offer is declined instead, and the next one, if
+   * any, is tried. (Deflating with literals only would honour 8 too, at a
+   * poor ratio; a client that asks for 8 gets its other offers first.) */
+  if (o->server_bits == 8) return 0;
   p->server_max_window_bits = o->server_bits != 0 && o->server_bits < local_s
                                   ? o->server_bits
                                   : local_s;
-  if (p->server_max_window_bits < 15) {
-    /* As Beast: zlib cannot deflate with 8 bits, so an offer of 8 gets
-     * 9. */
-    if (p->server_max_window_bits < 9) p->server_max_window_bits = 9;
+  if (p->server_max_window_bits < 15)
     vput_bits(v, "server_max_window_bits", p->server_max_window_bits);
-  }
   switch (o->client_bits) {
   case -1:
     /* Offered without a value: the server picks. */

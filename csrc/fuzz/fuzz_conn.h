@@ -8,9 +8,20 @@
  *
  * Input layout:
  *   byte 0   read_message_max (bits 0-1), auto_fragment (bit 2),
- *            secure_prng (bit 3), write_buffer_bytes (bits 4-6)
+ *            secure_prng (bit 3), write_buffer_bytes (bits 4-6),
+ *            permessage-deflate (bit 7)
  *   byte 1-3 seed of the action generator
- *   rest     the bytes the peer sends
+ *   with permessage-deflate only:
+ *   byte 4   server_max_window_bits - 8 (bits 0-2), client_max_window_bits
+ *            - 8 (bits 3-5), server_no_context_takeover (bit 6),
+ *            client_no_context_takeover (bit 7)
+ *   byte 5   comp_level (low nibble % 10), mem_level (1 + high nibble % 9)
+ *   rest     the bytes the peer sends (RSV1 frames carry deflate data)
+ *
+ * With permessage-deflate both engines get the same params; sends ask for
+ * compression at random, and the server sends shared compressed frames
+ * (ws_pmd_compress_message) too, so the mirror checks that every
+ * compressed message we write inflates.
  *
  * Invariants checked (abort() on failure):
  *   - out_pending equals the sum of the iov lengths;
@@ -49,6 +60,13 @@ typedef struct {
   uint8_t token_done[FZ_TOKENS]; /* completions per token */
   int ntokens;                   /* tokens handed out */
   uint32_t rng;                  /* the rng given to the engine */
+  int pmd;                       /* permessage-deflate is on */
+  int tx_bits;                   /* window bits of our direction */
+  int level, mem_level;          /* compression settings */
+  uint8_t *shared[FZ_TOKENS];    /* prebuilt compressed frames to free */
+  const uint8_t *in;             /* the buffer given to ws_conn_recv */
+  size_t in_len;                 /* its length */
+  int nshared;
 } fz_ctx;
 
 #define FZ_CHECK(cond)                                                         \
@@ -86,6 +104,11 @@ static int fz_on_data(void *user, const uint8_t *data, size_t len,
     FZ_CHECK(z->text == ((flags & WS_DATA_TEXT) != 0));
   }
   FZ_CHECK(len > 0 || (flags & WS_DATA_FIN));
+  /* INPLACE data is in the caller's buffer; inflated data never is */
+  if ((flags & WS_DATA_INPLACE) && len > 0)
+    FZ_CHECK(data >= z->in && data + len <= z->in + z->in_len);
+  if (!(flags & WS_DATA_INPLACE))
+    FZ_CHECK(len == 0 || data + len <= z->in || data >= z->in + z->in_len);
   z->msg_len += len;
   FZ_CHECK(z->max == 0 || z->msg_len <= z->max);
   if (z->text) {
@@ -225,7 +248,8 @@ static void fz_action(fz_ctx *z, uint32_t r, uint32_t *s) {
     size_t len = (r >> 8) % 3 == 0 ? fz_next(s) % 20000 : (r >> 10) % 200;
     const uint8_t *d = len <= FZ_PAYLOAD_LEN ? pl : NULL;
     static const uint8_t big[20000] = {0};
-    unsigned flags = ((r >> 4) & 3) != 0 ? WS_SEND_FIN : 0;
+    unsigned flags = (((r >> 4) & 3) != 0 ? WS_SEND_FIN : 0) |
+                     ((r >> 7) & 1 ? WS_SEND_COMPRESS : 0);
     int op = (r >> 6) & 1 ? WS_OP_TEXT : WS_OP_BINARY;
     if (!d) d = big; /* zeros are valid UTF-8 too */
     tok = fz_token(z, r >> 16);
@@ -291,6 +315,30 @@ static void fz_action(fz_ctx *z, uint32_t r, uint32_t *s) {
              rv == WS_E_operation_in_progress || rv == WS_E_bad_unmasked_frame);
     break;
   }
+  case 13: {
+    /* A shared compressed frame: header and payload in one buffer that
+     * lives until the end of the run. */
+    uint8_t *zd, *frame, hdr[WS_MAX_FRAME_HEADER];
+    size_t zl, hl, n = (r >> 8) % (FZ_PAYLOAD_LEN + 1);
+    if (!z->pmd || z->nshared >= FZ_TOKENS) break;
+    rv = ws_pmd_compress_message(NULL, z->tx_bits, z->level, z->mem_level, pl,
+                                 n, &zd, &zl);
+    FZ_CHECK(rv == 0 && zl > 0);
+    hl = ws_frame_server_message(hdr, (r >> 7) & 1 ? WS_OP_TEXT : WS_OP_BINARY,
+                                 1, zl);
+    frame = malloc(hl + zl);
+    FZ_CHECK(frame != NULL);
+    memcpy(frame, hdr, hl);
+    memcpy(frame + hl, zd, zl);
+    free(zd);
+    z->shared[z->nshared++] = frame;
+    tok = fz_token(z, r >> 16);
+    rv = ws_conn_send_prebuilt(z->c, frame, hl + zl, NULL, 0, tok);
+    fz_unused(z, tok, rv);
+    FZ_CHECK(rv == 0 || rv == WS_E_operation_aborted ||
+             rv == WS_E_operation_in_progress || rv == WS_E_bad_unmasked_frame);
+    break;
+  }
   default: break;
   }
   fz_check_state(z);
@@ -326,6 +374,37 @@ static int fz_run(int role, const uint8_t *data, size_t size) {
   mcfg.rng = cfg.rng;
   z.mirror = ws_conn_new(&mcfg, &mcb, NULL);
   FZ_CHECK(z.mirror != NULL);
+  if (data[0] & 0x80) {
+    ws_pmd_params pm;
+    ws_pmd_config pc;
+    ws_pmd_params got;
+    if (size < 6) {
+      ws_conn_free(z.c);
+      ws_conn_free(z.mirror);
+      return 0;
+    }
+    memset(&pm, 0, sizeof pm);
+    pm.active = 1;
+    pm.server_max_window_bits = 8 + (data[4] & 7);
+    pm.client_max_window_bits = 8 + ((data[4] >> 3) & 7);
+    pm.server_no_context_takeover = (data[4] >> 6) & 1;
+    pm.client_no_context_takeover = (data[4] >> 7) & 1;
+    ws_pmd_config_default(&pc);
+    pc.comp_level = (data[5] & 15) % 10;
+    pc.mem_level = 1 + (data[5] >> 4) % 9;
+    pc.msg_size_threshold = (data[5] & 0x10) ? 20 : 0;
+    FZ_CHECK(ws_conn_set_pmd(z.c, &pm, &pc) == 0);
+    FZ_CHECK(ws_conn_set_pmd(z.mirror, &pm, &pc) == 0);
+    ws_conn_get_pmd(z.c, &got);
+    FZ_CHECK(got.active == 1 &&
+             got.server_max_window_bits == pm.server_max_window_bits);
+    z.pmd = 1;
+    z.tx_bits = role == WS_ROLE_SERVER ? pm.server_max_window_bits
+                                       : pm.client_max_window_bits;
+    z.level = pc.comp_level;
+    z.mem_level = pc.mem_level;
+    pos = 6;
+  }
 
   while (pos < size) {
     uint32_t r = fz_next(&s);
@@ -342,11 +421,13 @@ static int fz_run(int role, const uint8_t *data, size_t size) {
     if (piece > size - pos) piece = size - pos;
     memcpy(buf, data + pos, piece);
     pos += piece;
+    z.in = buf;
+    z.in_len = piece;
     rv = ws_conn_recv(z.c, buf, piece);
     if (failed_with) {
       FZ_CHECK(rv == failed_with);
     } else if (ws_err_condition(rv) == WS_COND_PROTOCOL ||
-               rv == WS_E_message_too_big) {
+               rv == WS_E_message_too_big || rv == WS_E_no_memory) {
       failed_with = rv;
       FZ_CHECK(ws_conn_error(z.c) == rv);
       FZ_CHECK(ws_conn_state(z.c) & WS_ST_FAILED);
@@ -370,6 +451,8 @@ static int fz_run(int role, const uint8_t *data, size_t size) {
   for (i = 0; i < z.ntokens; i++)
     FZ_CHECK(z.token_done[i] == 1);
   ws_conn_free(z.mirror);
+  for (i = 0; i < z.nshared; i++)
+    free(z.shared[i]);
   return 0;
 }
 
