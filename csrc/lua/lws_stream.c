@@ -37,6 +37,18 @@ typedef struct lws_stream lws_stream;
 /* Spare requests kept per loop. */
 #define LWS_SPARE_REQS 256
 
+/* A frame built once and queued on many streams (topics): reference
+ * counted, freed when the last stream has written or dropped it. */
+typedef struct lws_shared {
+  unsigned refs;   /* streams still holding it, plus the builder */
+  size_t len;      /* bytes in data */
+  uint8_t data[];  /* the whole frame: header and payload */
+} lws_shared;
+
+static void shared_release(lws_shared *f) {
+  if (f && --f->refs == 0) free(f);
+}
+
 /* A pending write, write_some, ping or pong, or a completion to post. */
 typedef struct lws_req {
   wsuv_post post;  /* node in the loop's post queue */
@@ -44,6 +56,7 @@ typedef struct lws_req {
   int cb;          /* registry ref: the callback (function or coroutine) */
   int data;        /* registry ref keeping the written string alive */
   int err;         /* the result */
+  lws_shared *shared; /* a published frame (no callback), or NULL */
   uint8_t inline_data[LWS_INLINE]; /* a small payload's copy */
 } lws_req;
 
@@ -60,6 +73,7 @@ static lws_req *req_new(lws_loop *lp) {
   r->s = NULL;
   r->cb = r->data = LUA_NOREF;
   r->err = 0;
+  r->shared = NULL;
   return r;
 }
 
@@ -603,7 +617,8 @@ static int on_msg_data(void *user, const uint8_t *data, size_t len,
       /* The whole message in one piece: when a read can take it and no
        * older message waits, remember where it is; it goes to Lua in one
        * copy after the core returns. */
-      if (s->read_kind == RD_READ && s->q_head == s->q_tail &&
+      if ((flags & WS_DATA_INPLACE) && s->read_kind == RD_READ &&
+          s->q_head == s->q_tail &&
           (lp->fast_owner == NULL || lp->fast_owner == s) &&
           lp->nfast < (int)(sizeof(lp->fast) / sizeof(lp->fast[0]))) {
         struct lws_fast *f = &lp->fast[lp->nfast++];
@@ -926,8 +941,13 @@ static void timer_fire(wsuv_timer *tm) {
 static void on_unit_sent(void *user, void *token, int status) {
   lws_stream *s = (lws_stream *)user;
   lws_req *r = (lws_req *)token;
-  (void)s;
   if (!r) return;
+  if (r->shared) {
+    /* A published frame: nobody to call back. */
+    shared_release(r->shared);
+    req_free(s->lp, r);
+    return;
+  }
   r->err = status;
   r->s->lp->refs++;
   wsuv_post_add(r->s->lp->wl, &r->post, req_done_run);
@@ -2704,6 +2724,101 @@ static int l_send_frame(lua_State *L) {
   return 1;
 }
 
+static lws_shared *shared_frame(int is_text, int rsv1, const uint8_t *p,
+                                size_t n) {
+  uint8_t hdr[WS_MAX_FRAME_HEADER];
+  size_t h = ws_frame_server_message(hdr, is_text ? WS_OP_TEXT : WS_OP_BINARY,
+                                     rsv1, n);
+  lws_shared *f = malloc(sizeof(*f) + h + n);
+  if (!f) return NULL;
+  f->refs = 1;
+  f->len = h + n;
+  memcpy(f->data, hdr, h);
+  if (n) memcpy(f->data + h, p, n);
+  return f;
+}
+
+/* ws._publish(set, data, is_text [, except]) -> n, slow: queues one message
+ * on every open server stream that is a key of set (but except), without a
+ * callback. The plain frame is built once; for streams that negotiated
+ * permessage-deflate (and compress it, above msg_size_threshold) a
+ * compressed frame is built once per window size, from a fresh context,
+ * so every peer can inflate it. Streams whose queue already holds
+ * max_queued_bytes are skipped and listed in slow (nil if none). */
+static int l_publish(lua_State *L) {
+  size_t len;
+  const uint8_t *data;
+  int is_text, n = 0, nslow = 0;
+  lws_shared *plain = NULL, *packed[16];
+  int packed_failed[16];
+  luaL_checktype(L, 1, LUA_TTABLE);
+  data = (const uint8_t *)luaL_checklstring(L, 2, &len);
+  is_text = lua_toboolean(L, 3);
+  lua_settop(L, 4);
+  memset(packed, 0, sizeof(packed));
+  memset(packed_failed, 0, sizeof(packed_failed));
+  lua_pushnil(L); /* slow list (made on the first slow stream): index 5 */
+  lua_pushnil(L);
+  while (lua_next(L, 1)) {
+    lws_stream **pp = (lws_stream **)luaL_testudata(L, -2, LWS_STREAM_MT);
+    lws_stream *s = pp ? *pp : NULL;
+    lws_shared *f = NULL;
+    lws_req *r;
+    lua_pop(L, 1);
+    if (!s || lua_rawequal(L, -1, 4)) continue;
+    if (s->state != ST_OPEN || !s->conn || s->role != WS_ROLE_SERVER)
+      continue;
+    if (s->max_queued_bytes && wsuv_pending(&s->t) >= s->max_queued_bytes) {
+      if (lua_isnil(L, 5)) {
+        lua_newtable(L);
+        lua_replace(L, 5);
+      }
+      lua_pushvalue(L, -1);
+      lua_rawseti(L, 5, ++nslow);
+      continue;
+    }
+    if (s->pmd_neg.active && s->compress && len >= s->pmd.msg_size_threshold) {
+      int bits = s->pmd_neg.server_max_window_bits;
+      if (bits < 8 || bits > 15) bits = 15;
+      if (!packed[bits] && !packed_failed[bits]) {
+        uint8_t *out = NULL;
+        size_t out_len = 0;
+        if (ws_pmd_compress_message(NULL, bits, s->pmd.comp_level,
+                                    s->pmd.mem_level, data, len, &out,
+                                    &out_len) == 0) {
+          packed[bits] = shared_frame(is_text, 1, out, out_len);
+          free(out);
+        }
+        if (!packed[bits]) packed_failed[bits] = 1;
+      }
+      f = packed[bits];
+    }
+    if (!f) {
+      if (!plain) plain = shared_frame(is_text, 0, data, len);
+      f = plain;
+    }
+    if (!f || !(r = req_new(s->lp))) break; /* out of memory */
+    r->s = s;
+    r->shared = f;
+    f->refs++;
+    if (ws_conn_send_prebuilt(s->conn, NULL, 0, f->data, f->len, r) != 0) {
+      f->refs--;
+      req_free(s->lp, r);
+      continue;
+    }
+    wsuv_flush_later(&s->t);
+    n++;
+  }
+  shared_release(plain);
+  {
+    int i;
+    for (i = 0; i < 16; i++) shared_release(packed[i]);
+  }
+  lua_pushinteger(L, n);
+  lua_pushvalue(L, 5);
+  return 2;
+}
+
 /* ws._on_end(stream, fn): fn(err, code, reason) once, on a later tick,
  * when the stream has ended ("closed" for a clean close handshake); for
  * bookkeeping (servers, reconnection) without taking the read slot. A
@@ -3024,4 +3139,6 @@ void lws_open_stream(lua_State *L) {
   lua_setfield(L, mod, "_on_end");
   lua_pushcfunction(L, l_abort);
   lua_setfield(L, mod, "_abort");
+  lua_pushcfunction(L, l_publish);
+  lua_setfield(L, mod, "_publish");
 }

@@ -230,19 +230,11 @@ function Server:publish(topic, data, kind, except)
   if kind ~= nil and kind ~= "text" and kind ~= "binary" then
     error("publish: kind must be \"text\" or \"binary\"", 2)
   end
-  local frame = core._frame(data, is_text)
-  local n = 0
-  for stream in pairs(set) do
-    if stream ~= except then
-      local ok, err = core._send_frame(stream, frame)
-      if ok then
-        n = n + 1
-      elseif err == "queue_full" then
-        if self._slow_subscriber ~= "skip" then
-          stream:close(1008, "too slow", function() end)
-          self:_unsubscribe_all(stream)
-        end
-      end
+  local n, slow = core._publish(set, data, is_text, except)
+  if slow and self._slow_subscriber ~= "skip" then
+    for _, stream in ipairs(slow) do
+      stream:close(1008, "too slow", function() end)
+      self:_unsubscribe_all(stream)
     end
   end
   return n
@@ -405,8 +397,14 @@ function M.new(opts)
   if sub ~= nil then
     sopts.subprotocols = sub
   end
+  -- compression = true (or a table of permessage_deflate fields) accepts
+  -- permessage-deflate; level 3 by default here (see client.lua).
   if opts.compression and sopts.permessage_deflate == nil then
-    sopts.permessage_deflate = { server_enable = true }
+    local p = { server_enable = true, comp_level = 3 }
+    if type(opts.compression) == "table" then
+      for k, v in pairs(opts.compression) do p[k] = v end
+    end
+    sopts.permessage_deflate = p
   end
   self._stream_options = sopts
   if opts.tls then
