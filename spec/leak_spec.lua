@@ -10,7 +10,7 @@ end
 
 local env = 'LUA_PATH="lua/?.lua;lua/?/init.lua;;" LUA_CPATH="build/?.so;;" '
 
-describe("memory", function()
+describe("memory #memory", function()
   it("stays flat over 10,000 cycles (Lua heap within 64 KiB, RSS within 2 MiB after warm-up)", function()
     local out, code = run(env .. "lua5.4 spec/scripts/cycles.lua 10000 16")
     assert.equal(0, code, out)

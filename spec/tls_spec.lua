@@ -300,7 +300,7 @@ describe("wss", function()
     t:run(10)
   end)
 
-  it("1,000 failed TLS handshakes leave memory flat", function()
+  it("1,000 failed TLS handshakes leave memory flat #memory", function()
     local p = io.popen('LUA_PATH="lua/?.lua;lua/?/init.lua;;" LUA_CPATH="build/?.so;;" lua5.4 spec/scripts/tls_failures.lua ' .. D .. " 1000 2>&1")
     local out = p:read("a")
     p:close()
