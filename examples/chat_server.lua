@@ -177,7 +177,9 @@ local function on_connection(stream, req)
   nicks[stream.nick] = stream
   local peer = stream:peername() or {}
   local agent = req.headers["user-agent"]
-  log("%s connected from %s%s", stream.nick, tostring(peer.ip), agent and " (" .. agent:sub(1, 60) .. ")" or "")
+  local deflate = stream:get_status().permessage_deflate
+  log("%s connected from %s%s%s", stream.nick, tostring(peer.ip),
+    agent and " (" .. agent:sub(1, 60) .. ")" or "", deflate and " with permessage-deflate" or "")
 
   stream:write("hello " .. stream.nick)
   for data, is_text in stream:messages() do
@@ -218,6 +220,7 @@ server, err = ws.server {
   host = host,
   port = port,
   path = "/chat",              -- WebSocket upgrades elsewhere get a 404
+  compression = true,          -- permessage-deflate when the client offers it
   options = {
     read_message_max = 4096,   -- a bigger message closes with 1009
     max_queued_bytes = 1 << 20, -- a reader this far behind is dropped
@@ -324,6 +327,7 @@ const send = (line) => { if (sock.readyState === WebSocket.OPEN) sock.send(line)
 
 sock.onopen = () => {
   $("status").textContent = "connected";
+  $("status").dataset.extensions = sock.extensions;
   if (q.get("auto")) {
     if (q.get("nick")) send("nick " + q.get("nick"));
     send("join " + (q.get("room") || "lobby"));

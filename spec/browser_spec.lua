@@ -325,6 +325,7 @@ describe("browser (headless Chromium)", function()
       -- Reads the page: its status, the lines of #log, data-done.
       local expression = [[JSON.stringify({
         status: (document.getElementById("status") || {}).textContent || "",
+        extensions: ((document.getElementById("status") || {}).dataset || {}).extensions || "",
         done: (document.body && document.body.dataset.done) || "",
         log: Array.from(document.querySelectorAll("#log div"), (d) => d.textContent)})]]
       local function read_page()
@@ -353,6 +354,9 @@ describe("browser (headless Chromium)", function()
     -- What the page shows, read from its DOM.
     assert.equal("1", dom.done)
     assert.equal("connected", dom.status)
+    -- Chromium offered permessage-deflate, our server accepted it, and the
+    -- messages above went through compressed both ways.
+    assert.truthy(dom.extensions:find("permessage-deflate", 1, true), "page: " .. tostring(dom.extensions))
     assert.truthy(has(dom.log, "^%* you are guest%-%d+$"))
     assert.truthy(has(dom.log, "^%* you are browser$"))
     assert.truthy(has(dom.log, "^%* you joined #test %(here: browser luabot%)$"))
@@ -366,7 +370,7 @@ describe("browser (headless Chromium)", function()
     assert.truthy(has(bot_saw, "^leave test browser$"))
 
     -- What the server saw: a browser (its User-Agent), and the exchange.
-    assert.truthy(has(server_log, "connected from 127%.0%.0%.1 %(Mozilla/5%.0"))
+    assert.truthy(has(server_log, "connected from 127%.0%.0%.1 %(Mozilla/5%.0.* with permessage%-deflate$"))
     assert.truthy(has(server_log, "is now browser$"))
     assert.truthy(has(server_log, " browser joined #test$"))
     assert.truthy(has(server_log, " #test <browser> hello$"))

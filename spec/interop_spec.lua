@@ -6,7 +6,8 @@
 -- configuration; only plain ws:// is here. To add wss:// or compression,
 -- append a variant that sets what differs:
 --   scheme             "wss"
---   host               what the client connects to (the name the cert holds)
+--   host               the host name the client asks for (the name the cert holds)
+--   connect_host       the address it connects to, if host is not one
 --   peer_server_args   e.g. { "--tls", cert, key } or { "--compress", "on" }
 --   peer_client_args   e.g. { "--ca", ca } or { "--compress", "on" }
 --   client_options     ws.stream options of our client (permessage_deflate ...)
@@ -33,7 +34,38 @@ local PLAIN = {
   server_layer = function(_, tcp) return tcp end,
 }
 
-local VARIANTS = { PLAIN }
+-- Certificates for the wss:// variant, made now (at load time) and removed
+-- when the file's tests are over (see the end of the file).
+local CERTS = H.make_certs()
+local SERVER_TLS = assert(ws.tls.context({ role = "server", cert = CERTS .. "server.pem", key = CERTS .. "server.key" }))
+local CLIENT_TLS = assert(ws.tls.context({ ca = CERTS .. "ca.pem" }))
+
+local WSS = {
+  name = "wss://",
+  scheme = "wss",
+  host = "localhost",        -- the name in the certificate (Host, SNI)
+  connect_host = "127.0.0.1",
+  peer_server_args = { "--tls", CERTS .. "server.pem", CERTS .. "server.key" },
+  peer_client_args = { "--ca", CERTS .. "ca.pem" },
+  client_options = {},
+  server_options = {},
+  client_layer = function(_, tcp) return ws.tls.wrap(tcp, CLIENT_TLS, { servername = "localhost" }) end,
+  server_layer = function(_, tcp) return ws.tls.wrap(tcp, SERVER_TLS) end,
+}
+
+local DEFLATE = {
+  name = "ws:// with permessage-deflate",
+  scheme = "ws",
+  host = "127.0.0.1",
+  peer_server_args = { "--compress", "on" },
+  peer_client_args = { "--compress", "on" },
+  client_options = { permessage_deflate = { client_enable = true } },
+  server_options = { permessage_deflate = { server_enable = true } },
+  client_layer = function(_, tcp) return tcp end,
+  server_layer = function(_, tcp) return tcp end,
+}
+
+local VARIANTS = { PLAIN, WSS, DEFLATE }
 
 -- What the peers do differently (see the quirks in spec/peers/README.md).
 local PEERS = {
@@ -126,7 +158,7 @@ local function client(t, v, port, opts, on_open)
         end
         on_open(s, res, err)
       end))
-  end, v.host)
+  end, v.connect_host or v.host)
 end
 
 -- Our server over variant v: on_stream(s, err, req) after each accept.
@@ -1099,3 +1131,57 @@ for _, peer in ipairs(PEERS) do
     end)
   end
 end
+
+-- ------------------------------------------- what each variant negotiated
+for _, peer in ipairs(PEERS) do
+  describe(("negotiation with %s"):format(peer.name), function()
+    it("our client gets TLS from its wss server, and permessage-deflate when both enable it", function()
+      for _, v in ipairs({ WSS, DEFLATE }) do
+        local srv = P.server(peer.kind, v.peer_server_args)
+        local t = H.new()
+        client(t, v, srv.port, {}, function(s, res)
+          if v == WSS then
+            assert.truthy(s:get_status().tls.version:match("^TLSv1%.[23]$"))
+          else
+            local st = s:get_status().permessage_deflate
+            assert.is_table(st)
+            assert.truthy(res.headers["sec-websocket-extensions"]:find("permessage-deflate", 1, true))
+          end
+          s:write(("compressible "):rep(500), t:cb(function(e) assert.is_nil(e) end))
+          s:read(t:cb(function(e, data)
+            assert.is_nil(e)
+            assert.equal(("compressible "):rep(500), data)
+            t:done()
+          end))
+        end)
+        run(t, 10, { { srv, 0 } })
+        srv:stop()
+      end
+    end)
+
+    it("its client gets permessage-deflate from our server and says so", function()
+      local t = H.new()
+      local seen
+      local port = server(t, DEFLATE, {}, function(s)
+        seen = s:get_status().permessage_deflate
+        echo(t, s, { msgs = {} })
+      end)
+      local cl = P.client(peer.kind, concat({ "--url", "ws://127.0.0.1:" .. port .. "/" }, DEFLATE.peer_client_args),
+        { { send = "text", data = ("abc"):rep(400) }, { expect = "message" } })
+      t:when(function() return cl:find({ event = "open" }) and cl:find({ event = "message" }) end, function()
+        assert.is_table(seen)
+        local open = cl:find({ event = "open" })
+        assert.truthy(tostring(open.extensions):find("permessage-deflate", 1, true), tostring(open.extensions))
+        t:done()
+      end)
+      run(t, 10, { { cl, 0 } })
+    end)
+  end)
+end
+
+describe("interop certificates", function()
+  it("are removed", function()
+    H.remove_dir(CERTS)
+    assert.is_nil(io.open(CERTS .. "ca.pem"))
+  end)
+end)
