@@ -101,9 +101,11 @@ struct ws_unit {
 };
 
 struct ws_conn {
-  ws_allocator alloc;        /* where every allocation comes from */
+  const ws_allocator *alloc; /* where every allocation comes from (the
+                                caller's; it outlives the engine) */
   ws_rng rng;                /* mask keys (secure_prng) and the PRNG seed */
-  ws_conn_callbacks cb;      /* the caller's callbacks (NULL ones skipped) */
+  const ws_conn_callbacks *cb; /* the caller's callbacks (NULL ones
+                                skipped; they outlive the engine) */
   void *user;                /* passed to every callback */
   uint64_t read_message_max; /* largest message received; 0 = no limit */
   uint64_t prng;             /* fast mask PRNG state; 0 until seeded */
@@ -153,18 +155,19 @@ struct ws_conn {
   uint8_t hdr[WS_MAX_FRAME_HEADER];    /* the frame header being read */
   uint8_t rd_key[4];                   /* its mask key */
   uint8_t ctl_len;                     /* bytes of ctl gathered */
-  uint8_t ctl[WS_MAX_CONTROL_PAYLOAD]; /* control payload; after a close
-                                          arrived, the peer's close */
+  uint8_t *ctl; /* control payload (WS_MAX_CONTROL_PAYLOAD bytes, made when a
+                   control frame with a payload arrives, freed after it;
+                   after a close arrived, the peer's close, kept) */
 };
 
 /* ---------------------------------------------------------------- memory */
 
 static void *ws__alloc(ws_conn *c, size_t n) {
-  return c->alloc.malloc(n, c->alloc.ud);
+  return c->alloc->malloc(n, c->alloc->ud);
 }
 
 static void ws__free(ws_conn *c, void *p) {
-  c->alloc.free(p, c->alloc.ud);
+  c->alloc->free(p, c->alloc->ud);
 }
 
 /* ------------------------------------------------------------- mask keys */
@@ -361,7 +364,7 @@ static void ws__complete_list(ws_conn *c, ws_unit *list, int status) {
     void *token = u->token;
     list = u->next;
     ws__unit_free(c, u);
-    if (token && c->cb.on_sent) c->cb.on_sent(c->user, token, status);
+    if (token && c->cb->on_sent) c->cb->on_sent(c->user, token, status);
   }
 }
 
@@ -442,6 +445,8 @@ void ws_conn_config_default(ws_conn_config *cfg, int role) {
   cfg->rng.fill = NULL;
 }
 
+static const ws_conn_callbacks ws__no_callbacks = {NULL, NULL, NULL};
+
 ws_conn *ws_conn_new(const ws_conn_config *cfg, const ws_conn_callbacks *cb,
                      void *user) {
   const ws_allocator *a;
@@ -455,9 +460,9 @@ ws_conn *ws_conn_new(const ws_conn_config *cfg, const ws_conn_callbacks *cb,
   c = (ws_conn *)a->malloc(sizeof *c, a->ud);
   if (!c) return NULL;
   memset(c, 0, sizeof *c);
-  c->alloc = *a;
+  c->alloc = a;
   c->rng = cfg->rng;
-  if (cb) c->cb = *cb;
+  c->cb = cb ? cb : &ws__no_callbacks;
   c->user = user;
   c->read_message_max = cfg->read_message_max;
   c->write_buffer_bytes = cfg->write_buffer_bytes;
@@ -479,6 +484,7 @@ void ws_conn_free(ws_conn *c) {
   ws_conn_abort(c);
   ws__zdef_drop(c);
   ws__zinf_drop(c);
+  if (c->ctl) ws__free(c, c->ctl);
   ws__free(c, c);
 }
 
@@ -611,6 +617,9 @@ static int ws__rd_frame_start(ws_conn *c) {
   c->hdr_len = 0;
   if (op >= WS_OP_CLOSE) {
     c->ctl_len = 0;
+    if (len > 0 && !c->ctl &&
+        !(c->ctl = (uint8_t *)ws__alloc(c, WS_MAX_CONTROL_PAYLOAD)))
+      return ws__fail(c, WS_E_no_memory);
     c->rd_state = WS__RD_CONTROL;
     return 0;
   }
@@ -658,6 +667,18 @@ static int ws__rd_header(ws_conn *c, uint8_t **p, size_t *len) {
   }
 }
 
+/* Drops the control payload buffer after a ping or pong: an idle
+ * connection keeps none (a close keeps it: its reason is
+ * ws_conn_peer_close's). */
+static int ws__rd_control_done(ws_conn *c, int rv) {
+  if (c->rd_op != WS_OP_CLOSE && c->ctl) {
+    ws__free(c, c->ctl);
+    c->ctl = NULL;
+    c->ctl_len = 0;
+  }
+  return rv;
+}
+
 /* A whole control frame is in c->ctl (unmasked). */
 static int ws__rd_control(ws_conn *c) {
   int rv, op = c->rd_op;
@@ -668,7 +689,7 @@ static int ws__rd_control(ws_conn *c) {
     if (!(c->state & WS_ST_CLOSE_SENT)) {
       rv = ws__control_unit(c, WS_OP_PONG, c->ctl, c->ctl_len, NULL, 0, NULL,
                             &u);
-      if (rv) return rv;
+      if (rv) return ws__rd_control_done(c, rv);
       ws__queue_control(c, u);
     }
   } else if (op == WS_OP_CLOSE) {
@@ -699,9 +720,9 @@ static int ws__rd_control(ws_conn *c) {
       ws__complete_list(c, dropped, WS_E_operation_aborted);
     }
   }
-  if (c->cb.on_control)
-    return c->cb.on_control(c->user, op, c->ctl, c->ctl_len);
-  return 0;
+  rv = c->cb->on_control ? c->cb->on_control(c->user, op, c->ctl, c->ctl_len)
+                         : 0;
+  return ws__rd_control_done(c, rv);
 }
 
 /* Checks n more inflated bytes of a compressed message against
@@ -735,7 +756,7 @@ static int ws__rd_zemit(ws_conn *c, const uint8_t *p, size_t n, int fin) {
           (fin ? WS_DATA_FIN : 0);
   c->rd_first = 0;
   c->msg_done = (uint8_t)fin;
-  if (c->cb.on_data) return c->cb.on_data(c->user, p, n, flags);
+  if (c->cb->on_data) return c->cb->on_data(c->user, p, n, flags);
   return 0;
 }
 
@@ -750,9 +771,9 @@ static int ws__rd_inflate(ws_conn *c, const uint8_t *p, size_t n, int fin) {
   if (!c->rd_zbytes) {
     /* A compressed message with no payload at all: empty. The stream is
      * left alone (the tail alone is not a whole block). */
-    return ws__rd_zemit(c, c->ctl, 0, fin);
+    return ws__rd_zemit(c, (const uint8_t *)"", 0, fin);
   }
-  if (!c->zinf && !(c->zinf = ws_zinf_new(&c->alloc, c->rx_bits)))
+  if (!c->zinf && !(c->zinf = ws_zinf_new(c->alloc, c->rx_bits)))
     return ws__fail(c, WS_E_no_memory);
   if (!c->zout && !(c->zout = (uint8_t *)ws__alloc(c, WS_INFLATE_CHUNK)))
     return ws__fail(c, WS_E_no_memory);
@@ -848,7 +869,7 @@ static int ws__recv(ws_conn *c, uint8_t *data, size_t len) {
               WS_DATA_INPLACE;
       c->rd_first = 0;
       c->msg_done = (uint8_t)fin;
-      if (c->cb.on_data && (rv = c->cb.on_data(c->user, chunk, n, flags)))
+      if (c->cb->on_data && (rv = c->cb->on_data(c->user, chunk, n, flags)))
         return rv;
     } else {
       size_t n = c->rd_remain < len ? (size_t)c->rd_remain : len;
@@ -1004,7 +1025,7 @@ static int ws__deflate_part(ws_conn *c, int op, int fin, const uint8_t *data,
   int rv, first = op != WS_OP_CONT;
 
   if (!c->zdef) {
-    c->zdef = ws_zdef_new(&c->alloc, c->tx_bits, c->pmd_level, c->pmd_mem);
+    c->zdef = ws_zdef_new(c->alloc, c->tx_bits, c->pmd_level, c->pmd_mem);
     if (!c->zdef) return WS_E_no_memory;
     c->tx_reset = 0;
   } else if (c->tx_reset) {
@@ -1023,7 +1044,7 @@ static int ws__deflate_part(ws_conn *c, int op, int fin, const uint8_t *data,
   }
   if (b.len > 0 && b.cap > b.len) {
     /* Give back the room reserved for incompressible data. */
-    void *p = c->alloc.realloc(b.p, b.len, c->alloc.ud);
+    void *p = c->alloc->realloc(b.p, b.len, c->alloc->ud);
     if (p) {
       b.p = (uint8_t *)p;
       b.cap = b.len;
@@ -1178,7 +1199,7 @@ void ws_conn_out_consume(ws_conn *c, size_t n) {
     if (u->flags & WS__U_CLOSE) c->state |= WS_ST_CLOSE_WRITTEN;
     token = u->token;
     ws__unit_free(c, u);
-    if (token && c->cb.on_sent) c->cb.on_sent(c->user, token, 0);
+    if (token && c->cb->on_sent) c->cb->on_sent(c->user, token, 0);
   }
 }
 

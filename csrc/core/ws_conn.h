@@ -152,7 +152,9 @@ typedef struct ws_conn_callbacks {
 
 void ws_conn_config_default(ws_conn_config *cfg, int role);
 
-/* Creates an engine. Returns NULL if out of memory or cfg is invalid. */
+/* Creates an engine. Returns NULL if out of memory or cfg is invalid.
+ * cfg->alloc and cb are kept by pointer: they must outlive the engine
+ * (static ones usually do). */
 ws_conn *ws_conn_new(const ws_conn_config *cfg, const ws_conn_callbacks *cb,
                      void *user);
 

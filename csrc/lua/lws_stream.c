@@ -107,90 +107,95 @@ struct lws_stream {
   wsuv_stream t;             /* the transport (first: container_of) */
   lws_loop *lp;              /* the loop state (one reference held) */
   ws_conn *conn;             /* the engine, once open */
-  int role;                  /* WS_ROLE_CLIENT / WS_ROLE_SERVER / -1 */
-  int state;                 /* ST_* */
+  signed char role;          /* WS_ROLE_CLIENT / WS_ROLE_SERVER / -1 */
+  unsigned char state;       /* ST_* */
+  unsigned char hs_kind;     /* HS_* */
+  unsigned char read_kind;   /* RD_* */
+  signed char got_text;      /* type of the last message read; -1 none */
+  unsigned char nctl;        /* control events to report */
+  unsigned char peer_reason_len; /* length of peer_reason */
+  unsigned char timer_kind;  /* TK_* */
+  unsigned ud_alive : 1;     /* the Lua userdata exists */
+  unsigned handle_alive : 1; /* the luv handle is not yet freed */
+  unsigned handle_closing : 1; /* we asked luv to close the handle */
+  unsigned req_ready : 1;    /* read_request left a parsed head in hbuf */
+  unsigned m_active : 1;     /* a message is in progress */
+  unsigned m_text : 1;       /* it is text */
+  unsigned msg_done : 1;     /* the last read ended a message */
+  unsigned paused : 1;       /* reading stopped for backpressure */
+  unsigned in_recv : 1;      /* inside ws_conn_recv */
+  unsigned io_started : 1;   /* reading (and TLS) has been started */
+  unsigned clean : 1;        /* the close handshake completed */
+  unsigned close_started : 1; /* close timer and teardown underway */
+  unsigned posted : 1;       /* post is queued */
+  unsigned auto_fragment : 1; /* option: split outgoing messages */
+  unsigned binary : 1;       /* option: default message type */
+  unsigned compress : 1;     /* option: compress by default */
+  unsigned secure_prng : 1;  /* option: masks from the CSPRNG */
+  unsigned keep_alive : 1;   /* option: idle pings */
+  unsigned pend : 4;         /* completions to run (PEND_*) */
   int term_err;              /* why it ended (reads get it last) */
   int fail_err;              /* protocol error that failed it */
-  int ud_alive;              /* the Lua userdata exists */
-  int handle_alive;          /* the luv handle is not yet freed */
-  int handle_closing;        /* we asked luv to close the handle */
-  int self_ref;              /* ref to the userdata while busy */
+  int hs_err;                /* the head operation's result */
+  /* Registry references (LUA_NOREF when unused). */
+  int self_ref;              /* the userdata, while busy */
   int busy;                  /* Lua callbacks pending */
-  int handle_ref;            /* ref to the luv handle userdata, held until
-                                we ask luv to close it (the stream userdata
-                                keeps it in its user value as well) */
-  int uv_ref;                /* ref to the stream's user value table */
-  /* Handshake, accept and plain HTTP. */
-  int hs_kind;               /* HS_* */
+  int handle_ref;            /* the luv handle, until we ask luv to close
+                                it (the userdata keeps it as well) */
   int hs_cb;                 /* callback of the head operation */
-  int hs_err;                /* its result */
-  int hs_res;                /* ref: the client's res table */
-  int hs_req;                /* ref: the request table (server) */
-  int hs_decorator;          /* ref: the per-call decorator */
+  int hs_res;                /* the client's res table */
+  int hs_req;                /* the request table */
+  int hs_decorator;          /* the per-call decorator */
+  int read_cb;               /* callback of the pending read */
+  int q_ref;                 /* table of unread messages */
+  int control_cb;            /* control_callback */
+  int end_cb;                /* _on_end hook */
+  int close_cb;              /* callback of close() */
+  int decorator;             /* decorator option */
+  int subprotocols;          /* subprotocols option */
+  /* Handshake. */
   char *hbuf;                /* head bytes read so far */
   size_t hlen;               /* bytes in hbuf */
   size_t hcap;               /* capacity of hbuf */
   size_t hprev;              /* hlen at the previous parse */
   size_t hhead;              /* length of the parsed head, 0 until then */
-  int req_ready;             /* read_request left a parsed head in hbuf */
-  char accept[WS_ACCEPT_LEN + 1]; /* the Sec-WebSocket-Accept expected */
   char *subprotocol;         /* negotiated subprotocol, or NULL */
   ws_pmd_params pmd_neg;     /* negotiated permessage-deflate */
+  char accept[WS_ACCEPT_LEN + 1]; /* the Sec-WebSocket-Accept expected */
   /* Reading. */
-  int read_kind;             /* RD_* */
-  int read_cb;               /* callback of the pending read */
   size_t read_limit;         /* read_some's limit (0: any) */
-  int q_ref;                 /* ref: table of unread messages */
-  lua_Integer q_head;        /* first unread (pairs: data, is_text) */
-  lua_Integer q_tail;        /* one past the last */
+  int q_head;                /* first unread (pairs: data, is_text) */
+  int q_tail;                /* one past the last */
   size_t q_bytes;            /* bytes of unread messages */
-  uint8_t *mbuf;             /* message in progress, unread part */
-  size_t mlen;               /* bytes in mbuf */
-  size_t mcap;               /* capacity of mbuf */
-  size_t moff;               /* bytes of mbuf already read (read_some) */
-  int m_active;              /* a message is in progress */
-  int m_text;                /* it is text */
-  int got_text;              /* type of the last message read; -1 none */
-  int msg_done;              /* the last read ended a message */
-  int paused;                /* reading stopped for backpressure */
-  int in_recv;               /* inside ws_conn_recv */
-  int io_started;            /* reading (and TLS) has been started */
+  struct lws_msg *msg;       /* a message in progress (allocated) */
   lws_ctl *ctl;              /* control events to report */
-  int nctl;                  /* how many */
-  int control_cb;            /* ref: control_callback */
-  int end_cb;                /* ref: _on_end hook */
   /* Closing. */
-  int close_cb;              /* callback of close() */
-  int clean;                 /* the close handshake completed */
-  int close_started;         /* close timer and teardown underway */
   unsigned peer_code;        /* the peer's close code (0: none) */
   char *peer_reason;         /* and reason (allocated when one arrives) */
-  size_t peer_reason_len;    /* its length */
-  unsigned pend;             /* completions to run (PEND_*) */
-  int posted;                /* post is queued */
   wsuv_post post;            /* runs the pending completions */
   /* Options. */
   uint64_t read_message_max; /* after inflation; 0 = no limit */
-  size_t write_buffer_bytes; /* auto-fragment size */
-  int auto_fragment;         /* split outgoing messages */
-  int binary;                /* default message type */
-  int compress;              /* compress by default */
-  int secure_prng;           /* masks from the CSPRNG */
-  size_t max_header_bytes;   /* HTTP head limit */
+  uint32_t write_buffer_bytes; /* auto-fragment size */
+  uint32_t max_header_bytes; /* HTTP head limit */
   size_t max_queued_bytes;   /* write queue bound */
   size_t max_unread_bytes;   /* unread messages bound */
-  double t_handshake;        /* seconds; <= 0: none */
-  double t_idle;             /* seconds; <= 0: none */
-  double t_close;            /* seconds; <= 0: none */
-  int keep_alive;            /* idle pings */
-  int decorator;             /* ref: decorator option */
-  int subprotocols;          /* ref: subprotocols option */
+  float t_handshake;         /* seconds; <= 0: none */
+  float t_idle;              /* seconds; <= 0: none */
+  float t_close;             /* seconds; <= 0: none */
   ws_pmd_config pmd;         /* permessage_deflate option */
   /* Timers. */
   wsuv_timer timer;          /* the one deadline */
-  int timer_kind;            /* TK_* */
   uint64_t last_rx;          /* loop time of the last bytes received */
   uint64_t ping_at;          /* loop time of the last idle ping; 0 none */
+};
+
+/* The part of a message not yet read, while it arrives in pieces
+ * (allocated for such messages only). */
+struct lws_msg {
+  uint8_t *buf;              /* the bytes */
+  size_t len;                /* bytes in buf */
+  size_t cap;                /* capacity of buf */
+  size_t off;                /* bytes already read (read_some) */
 };
 
 static const wsuv_callbacks stream_callbacks;
@@ -241,12 +246,12 @@ static void stream_free(lws_stream *s) {
   unref(s, &s->decorator);
   unref(s, &s->subprotocols);
   unref(s, &s->handle_ref);
-  unref(s, &s->uv_ref);
   unref(s, &s->self_ref);
   if (s->conn) ws_conn_free(s->conn);
   wsuv_stream_dispose(&s->t);
   free(s->hbuf);
-  free(s->mbuf);
+  if (s->msg) free(s->msg->buf);
+  free(s->msg);
   free(s->ctl);
   free(s->subprotocol);
   free(s->peer_reason);
@@ -556,7 +561,9 @@ static int fast_ready(lws_stream *s) {
 static int read_ready(lws_stream *s) {
   if (fast_ready(s)) return 1;
   if (s->q_head < s->q_tail) return 1;
-  if (s->read_kind == RD_SOME && s->m_active && s->mlen > s->moff) return 1;
+  if (s->read_kind == RD_SOME && s->m_active && s->msg &&
+      s->msg->len > s->msg->off)
+    return 1;
   return s->state == ST_DONE || s->clean;
 }
 
@@ -582,12 +589,14 @@ static void deliver_reads(lws_stream *s) {
         lua_pushboolean(L, done);
         nvals = 3;
       }
-    } else if (kind == RD_SOME && s->m_active && s->mlen > s->moff) {
-      size_t n = s->mlen - s->moff;
+    } else if (kind == RD_SOME && s->m_active && s->msg &&
+               s->msg->len > s->msg->off) {
+      struct lws_msg *m = s->msg;
+      size_t n = m->len - m->off;
       if (s->read_limit && n > s->read_limit) n = s->read_limit;
-      lua_pushlstring(L, (const char *)s->mbuf + s->moff, n);
-      s->moff += n;
-      if (s->moff == s->mlen) s->mlen = s->moff = 0;
+      lua_pushlstring(L, (const char *)m->buf + m->off, n);
+      m->off += n;
+      if (m->off == m->len) m->len = m->off = 0;
       lua_pushboolean(L, s->m_text);
       lua_pushboolean(L, 0);
       s->got_text = s->m_text;
@@ -607,10 +616,11 @@ static int on_msg_data(void *user, const uint8_t *data, size_t len,
                        unsigned flags) {
   lws_stream *s = (lws_stream *)user;
   lua_State *L = LS(s);
+  struct lws_msg *m;
   if (flags & WS_DATA_FIRST) {
     s->m_active = 1;
     s->m_text = (flags & WS_DATA_TEXT) != 0;
-    s->mlen = s->moff = 0;
+    if (s->msg) s->msg->len = s->msg->off = 0;
     if ((flags & WS_DATA_FIN)) {
       lws_loop *lp = s->lp;
       s->m_active = 0;
@@ -635,29 +645,34 @@ static int on_msg_data(void *user, const uint8_t *data, size_t len,
     }
   }
   flush_fast(s);
+  /* A message in pieces: its unread part is kept in s->msg, made for it and
+   * freed when it ends (an idle connection holds no message buffer). */
+  if (!s->msg) {
+    s->msg = calloc(1, sizeof(*s->msg));
+    if (!s->msg) return WS_E_no_memory;
+  }
+  m = s->msg;
   if (len > 0) {
-    if (s->mlen + len > s->mcap) {
-      size_t cap = s->mcap ? s->mcap : 4096;
+    if (m->len + len > m->cap) {
+      size_t cap = m->cap ? m->cap : 4096;
       uint8_t *b;
-      while (cap < s->mlen + len) cap *= 2;
-      b = realloc(s->mbuf, cap);
+      while (cap < m->len + len) cap *= 2;
+      b = realloc(m->buf, cap);
       if (!b) return WS_E_no_memory;
-      s->mbuf = b;
-      s->mcap = cap;
+      m->buf = b;
+      m->cap = cap;
     }
-    memcpy(s->mbuf + s->mlen, data, len);
-    s->mlen += len;
+    memcpy(m->buf + m->len, data, len);
+    m->len += len;
   }
   if (flags & WS_DATA_FIN) {
-    lua_pushlstring(L, (const char *)s->mbuf + s->moff, s->mlen - s->moff);
-    queue_push(s, s->m_text, s->mlen - s->moff);
-    s->mlen = s->moff = 0;
+    lua_pushlstring(L, m->buf ? (const char *)m->buf + m->off : "",
+                    m->len - m->off);
+    queue_push(s, s->m_text, m->len - m->off);
     s->m_active = 0;
-    if (s->mcap > 65536) {
-      free(s->mbuf);
-      s->mbuf = NULL;
-      s->mcap = 0;
-    }
+    free(m->buf);
+    free(m);
+    s->msg = NULL;
   }
   return 0;
 }
@@ -2076,7 +2091,7 @@ static int l_stream(lua_State *L) {
   s->state = ST_NEW;
   s->ud_alive = 1;
   s->handle_alive = 1;
-  s->self_ref = s->handle_ref = s->uv_ref = LUA_NOREF;
+  s->self_ref = s->handle_ref = LUA_NOREF;
   s->hs_cb = s->hs_res = s->hs_req = s->hs_decorator = LUA_NOREF;
   s->read_cb = s->q_ref = s->control_cb = s->close_cb = LUA_NOREF;
   s->end_cb = LUA_NOREF;

@@ -1482,14 +1482,26 @@ TEST(failing_allocator_recv) {
   ws_conn_config_default(&cfg, WS_ROLE_SERVER);
   cfg.alloc = &al;
   peer_init_cfg(&p, &cfg);
-  a.fail_at = a.count + 1;
+  /* Allocation 1 is the control payload buffer (made when a control frame
+   * with a payload arrives), 2 the automatic reply. */
+  a.fail_at = a.count + 2;
   n = mk(in, 0x89, 1, "x", 1);
   IS_INT(feed(p.c, in, n, 0), WS_E_no_memory, "no memory for the pong");
   IS_INT(ws_conn_state(p.c), 0, "not failed");
-  a.fail_at = a.count + 1;
+  a.fail_at = a.count + 2;
   n = mk(in, 0x88, 1, "\x03\xe8", 2);
   IS_INT(feed(p.c, in, n, 0), WS_E_no_memory, "no memory for the echo");
   IS_INT(ws_conn_peer_close(p.c, NULL, NULL), 1000, "the close is known");
+  peer_free(&p);
+  IS_INT(a.allocs, a.frees, "no leak");
+
+  /* No memory for the control payload: the frame cannot be taken in. */
+  memset(&a, 0, sizeof a);
+  peer_init_cfg(&p, &cfg);
+  a.fail_at = a.count + 1;
+  n = mk(in, 0x89, 1, "x", 1);
+  IS_INT(feed(p.c, in, n, 0), WS_E_no_memory, "no memory for a ping's payload");
+  OK(ws_conn_state(p.c) & WS_ST_FAILED, "failed");
   peer_free(&p);
   IS_INT(a.allocs, a.frees, "no leak");
 
