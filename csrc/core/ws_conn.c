@@ -683,12 +683,13 @@ static int ws__rd_control_done(ws_conn *c, int rv) {
 static int ws__rd_control(ws_conn *c) {
   int rv, op = c->rd_op;
   ws_unit *u = NULL, *dropped;
+  /* An empty payload has no buffer; callers still get a valid pointer. */
+  const uint8_t *pl = c->ctl ? c->ctl : (const uint8_t *)"";
 
   c->rd_state = WS__RD_HEADER;
   if (op == WS_OP_PING) {
     if (!(c->state & WS_ST_CLOSE_SENT)) {
-      rv = ws__control_unit(c, WS_OP_PONG, c->ctl, c->ctl_len, NULL, 0, NULL,
-                            &u);
+      rv = ws__control_unit(c, WS_OP_PONG, pl, c->ctl_len, NULL, 0, NULL, &u);
       if (rv) return ws__rd_control_done(c, rv);
       ws__queue_control(c, u);
     }
@@ -707,11 +708,11 @@ static int ws__rd_control(ws_conn *c) {
       /* The echo: the peer's code without its reason, 1000 for an empty
        * close. Units not started are dropped, as a closing stream fails
        * writes that did not begin. */
-      uint8_t pl[2];
+      uint8_t ep[2];
       unsigned echo = code ? code : 1000;
-      pl[0] = (uint8_t)(echo >> 8);
-      pl[1] = (uint8_t)echo;
-      rv = ws__control_unit(c, WS_OP_CLOSE, pl, 2, NULL, 0, NULL, &u);
+      ep[0] = (uint8_t)(echo >> 8);
+      ep[1] = (uint8_t)echo;
+      rv = ws__control_unit(c, WS_OP_CLOSE, ep, 2, NULL, 0, NULL, &u);
       if (rv) return rv;
       u->flags |= WS__U_CLOSE;
       dropped = ws__queue_take_unstarted(c);
@@ -720,8 +721,7 @@ static int ws__rd_control(ws_conn *c) {
       ws__complete_list(c, dropped, WS_E_operation_aborted);
     }
   }
-  rv = c->cb->on_control ? c->cb->on_control(c->user, op, c->ctl, c->ctl_len)
-                         : 0;
+  rv = c->cb->on_control ? c->cb->on_control(c->user, op, pl, c->ctl_len) : 0;
   return ws__rd_control_done(c, rv);
 }
 
