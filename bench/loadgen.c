@@ -9,6 +9,10 @@
  *   echo        --conns N --size B --inflight K --duration S
  *   handshakes  --handshakes --conns N --duration S
  *   idle        --idle N            (holds N open connections until SIGTERM)
+ *   subscribe   --subscribe N --duration S
+ *                                   (N connections that only receive: counts
+ *                                   the messages and their delivery latency,
+ *                                   from a send time in the first 8 bytes)
  *   probe       --probe             (waits until the port accepts a connection)
  *   free port   --free-port         (prints a free loopback port)
  * --raw speaks plain TCP echo instead of WebSocket, --tls speaks wss.
@@ -25,6 +29,8 @@
 
 #include <uv.h>
 
+#include "loadgen_openssl.h"
+
 #include <inttypes.h>
 #include <signal.h>
 #include <stdarg.h>
@@ -40,9 +46,12 @@
 #define WS_GUID "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 #define MAX_HEAD 16384
 #define READ_BUF (256 * 1024)
-#define IDLE_PARALLEL 64 /* connections being set up at once in --idle */
+/* connections being set up at once in --idle and --subscribe (more, 256,
+ * made node-ws stall with 10,000 subscribers: it then accepted a few a
+ * second while publishing, and 256 connections waited for their 101) */
+#define IDLE_PARALLEL 64
 
-enum mode { MODE_ECHO, MODE_HANDSHAKES, MODE_IDLE, MODE_PROBE, MODE_FREEPORT };
+enum mode { MODE_ECHO, MODE_HANDSHAKES, MODE_IDLE, MODE_SUBSCRIBE, MODE_PROBE, MODE_FREEPORT };
 enum cstate { CS_NONE, CS_CONNECTING, CS_TLS, CS_UPGRADE, CS_OPEN, CS_CLOSING, CS_DEAD };
 
 enum { OP_CONT = 0, OP_TEXT = 1, OP_BINARY = 2, OP_CLOSE = 8, OP_PING = 9, OP_PONG = 10 };
@@ -64,6 +73,7 @@ typedef struct conn {
   buf_t pend;  /* bytes queued while `out` is being written */
   buf_t ptx;   /* --tls: plaintext staged for wolfSSL_write */
   buf_t tin;   /* --tls: ciphertext received, not yet consumed by wolfSSL */
+  lgo *ot;     /* --tls with OpenSSL (--tls-lib openssl) */
   buf_t head;  /* the HTTP response head being read */
   WOLFSSL *ssl;
   char accept[32]; /* the Sec-WebSocket-Accept we expect */
@@ -83,6 +93,8 @@ typedef struct conn {
   uint64_t raw_rx;  /* --raw: bytes received of the current chunk */
   uint64_t rx_msgs; /* echoes received whole */
   int vcheck;       /* compare the current echo's bytes with those sent */
+  uint8_t stamp[8]; /* --subscribe: the first 8 bytes of the message */
+  uint64_t last_rx; /* --subscribe: when the last message arrived */
 } conn_t;
 
 static struct {
@@ -97,6 +109,7 @@ static struct {
   size_t frag;
   int idle_n;
   const char *ciphers;
+  int ossl; /* --tls through OpenSSL rather than wolfSSL */
 } cfg = {
     .host = "127.0.0.1",
     .port = 0,
@@ -109,6 +122,9 @@ static struct {
     .timeout = 10.0,
     .mode = MODE_ECHO,
     .verify = 1,
+#ifdef LOADGEN_OPENSSL
+    .ossl = 1,
+#endif
 };
 
 static uv_loop_t *loop;
@@ -126,6 +142,19 @@ static uint64_t g_t0, g_start, g_last_progress;
  * them in vain). Near 1.0 means the generator, not the server, may limit. */
 static uint64_t g_work, g_idle_ns, g_idle0;
 static uint64_t g_late_close;
+/* --subscribe: bytes received, latencies that were negative (a send time
+ * from another clock), the largest latency, the generator's own CPU time */
+static uint64_t g_bytes, g_negative, g_max_lat;
+static double g_self0;
+/* --subscribe: the ticks (distinct send times) seen in the measured window
+ * and how many connections got each, to tell the share delivered */
+#define MAX_TICKS 8192
+static struct {
+  uint64_t stamp;
+  uint32_t count;
+} g_ticks[MAX_TICKS];
+static int g_nticks;
+#define SETTLE_NS 500000000ull /* a tick is counted once it is this old */
 /* When pinned to one CPU: how much of it something else took (other
  * processes, or the hypervisor's steal), so a disturbed run can be told. */
 static int g_cpu = -1;
@@ -203,7 +232,7 @@ static void *xrealloc(void *p, size_t n) {
 /* Room for n more bytes at the end of b; the caller bumps b->len. */
 static uint8_t *buf_space(buf_t *b, size_t n) {
   if (b->cap - b->len < n) {
-    size_t cap = b->cap ? b->cap : 4096;
+    size_t cap = b->cap ? b->cap : 512;
     while (cap - b->len < n) cap *= 2;
     b->data = xrealloc(b->data, cap);
     b->cap = cap;
@@ -245,6 +274,7 @@ static int ws_in(conn_t *c, const uint8_t *p, size_t n);
 static void close_conn(conn_t *c);
 static void on_measure(uv_timer_t *t);
 static void on_close_wait(uv_timer_t *t);
+static void sub_msg_done(conn_t *c);
 
 static int conn_gone(const conn_t *c) { return c->state == CS_DEAD || c->state == CS_NONE; }
 
@@ -255,7 +285,17 @@ static void on_write(uv_write_t *req, int status);
 
 static void flush(conn_t *c) {
   if (conn_gone(c) || uv_is_closing((uv_handle_t *)&c->tcp)) return;
-  if (cfg.tls && c->ptx.len) {
+  if (cfg.ossl && cfg.tls) {
+#ifdef LOADGEN_OPENSSL
+    if (c->ptx.len && lgo_write(c->ot, c->ptx.data, c->ptx.len) < 0) {
+      conn_fail(c, "%s", lgo_error());
+      return;
+    }
+    c->ptx.len = 0;
+    size_t k = lgo_out_pending(c->ot);
+    if (k) c->pend.len += lgo_out_take(c->ot, buf_space(&c->pend, k), k);
+#endif
+  } else if (cfg.tls && c->ptx.len) {
     /* The send callback takes everything, so one call writes it all. */
     int r = wolfSSL_write(c->ssl, c->ptx.data, (int)c->ptx.len);
     if (r != (int)c->ptx.len) {
@@ -361,6 +401,42 @@ static void msg_done(conn_t *c) {
   if (g_running) send_msg(c);
 }
 
+/* --subscribe: a message came whole; its first 8 bytes are the time it was
+ * sent, big-endian nanoseconds of CLOCK_MONOTONIC (uv_hrtime). */
+static void sub_msg_done(conn_t *c) {
+  if (c->msg_opcode != OP_BINARY || c->msg_len < 8) {
+    conn_fail(c, "expected a binary message of at least 8 bytes, got opcode %d, %" PRIu64 " bytes", c->msg_opcode,
+              c->msg_len);
+    return;
+  }
+  uint64_t t = uv_hrtime(), sent = 0;
+  for (int i = 0; i < 8; i++) sent = sent << 8 | c->stamp[i];
+  c->last_rx = t;
+  g_last_progress = t;
+  if (!g_measuring) return;
+  g_msgs++;
+  g_bytes += c->msg_len;
+  uint64_t lat = 0;
+  if (sent > t)
+    g_negative++;
+  else
+    lat = t - sent;
+  if (lat > g_max_lat) g_max_lat = lat;
+  g_hist[hist_index(lat)]++;
+  g_hist_n++;
+  /* messages come in tick order: the newest ticks first */
+  for (int i = g_nticks - 1; i >= 0; i--) {
+    if (g_ticks[i].stamp == sent) {
+      g_ticks[i].count++;
+      return;
+    }
+  }
+  if (g_nticks < MAX_TICKS) {
+    g_ticks[g_nticks].stamp = sent;
+    g_ticks[g_nticks++].count = 1;
+  }
+}
+
 /* ---- TLS (memory I/O through wolfSSL's callbacks) ---- */
 static int tls_recv(WOLFSSL *ssl, char *buf, int sz, void *ctx) {
   (void)ssl;
@@ -382,6 +458,13 @@ static int tls_send(WOLFSSL *ssl, char *buf, int sz, void *ctx) {
 }
 
 static void tls_setup(void) {
+#ifdef LOADGEN_OPENSSL
+  if (cfg.ossl) {
+    char err[256];
+    if (lgo_init(cfg.ciphers, err, sizeof err) < 0) die("%s", err);
+    return;
+  }
+#endif
   if (wolfSSL_Init() != WOLFSSL_SUCCESS) die("wolfSSL_Init failed");
   g_tls = wolfSSL_CTX_new(wolfSSLv23_client_method());
   if (!g_tls) die("wolfSSL_CTX_new failed");
@@ -532,6 +615,10 @@ static void frame_done(conn_t *c) {
   if (c->fin) {
     c->in_msg = 0;
     c->rx_msgs++;
+    if (cfg.mode == MODE_SUBSCRIBE) {
+      sub_msg_done(c);
+      return;
+    }
     int want = cfg.text ? OP_TEXT : OP_BINARY;
     if (c->msg_opcode != want) {
       conn_fail(c, "echo has opcode %d, sent %d", c->msg_opcode, want);
@@ -593,7 +680,12 @@ static int header_done(conn_t *c) {
     conn_fail(c, "reserved opcode %d", c->opcode);
     return -1;
   }
-  if (c->opcode < 8 && c->msg_len + len > cfg.size) {
+  if (cfg.mode == MODE_SUBSCRIBE) {
+    if (c->opcode < 8 && c->msg_len + len > ((uint64_t)1 << 24)) {
+      conn_fail(c, "message larger than 16 MiB");
+      return -1;
+    }
+  } else if (c->opcode < 8 && c->msg_len + len > cfg.size) {
     conn_fail(c, "echo longer than the %zu bytes sent", cfg.size);
     return -1;
   }
@@ -626,6 +718,9 @@ static int ws_in(conn_t *c, const uint8_t *p, size_t n) {
     if (c->opcode >= 8) {
       memcpy(c->ctrl + c->ctrl_len, p, k);
       c->ctrl_len += (int)k;
+    } else if (cfg.mode == MODE_SUBSCRIBE) {
+      if (c->msg_len < 8) memcpy(c->stamp + c->msg_len, p, k < 8 - c->msg_len ? k : 8 - c->msg_len);
+      c->msg_len += k;
     } else {
       if (c->vcheck && memcmp(p, g_payload + c->msg_len, k) != 0) {
         conn_fail(c, "echoed bytes differ from those sent (message offset %" PRIu64 ")", c->msg_len);
@@ -672,14 +767,31 @@ static int plain_in(conn_t *c, const uint8_t *p, size_t n) {
   return ws_in(c, p, n);
 }
 
-static char g_cipher[64];
+static char g_cipher[128];
 
 static void tls_handshake(conn_t *c) {
-  int r = wolfSSL_connect(c->ssl);
-  if (r == WOLFSSL_SUCCESS) {
+  int r = 0;
+#ifdef LOADGEN_OPENSSL
+  if (cfg.ossl) {
+    r = lgo_handshake(c->ot);
+    if (r < 0) {
+      conn_fail(c, "%s", lgo_error());
+      return;
+    }
+    if (r == 0) {
+      flush(c);
+      return;
+    }
+    if (!g_cipher[0]) lgo_describe(c->ot, g_cipher, sizeof g_cipher);
+  }
+#endif
+  if (!cfg.ossl) r = wolfSSL_connect(c->ssl);
+  if (cfg.ossl || r == WOLFSSL_SUCCESS) {
     if (!g_cipher[0]) {
       const char *name = wolfSSL_get_cipher_name(c->ssl);
-      snprintf(g_cipher, sizeof g_cipher, "%s/%s", wolfSSL_get_version(c->ssl), name ? name : "?");
+      const char *curve = wolfSSL_get_curve_name(c->ssl);
+      snprintf(g_cipher, sizeof g_cipher, "%s/%s/%s", wolfSSL_get_version(c->ssl), name ? name : "?",
+               curve ? curve : "?");
     }
     if (cfg.raw) {
       c->state = CS_OPEN;
@@ -699,6 +811,26 @@ static void tls_handshake(conn_t *c) {
 }
 
 static void tls_in(conn_t *c, const uint8_t *p, size_t n) {
+#ifdef LOADGEN_OPENSSL
+  if (cfg.ossl) {
+    if (lgo_feed(c->ot, p, n) < 0) die("%s", lgo_error());
+    if (c->state == CS_TLS) {
+      tls_handshake(c);
+      if (conn_gone(c) || c->state == CS_TLS) return;
+    }
+    for (;;) {
+      int r = lgo_read(c->ot, g_pbuf, sizeof g_pbuf);
+      if (r > 0) {
+        if (plain_in(c, g_pbuf, (size_t)r) < 0) return;
+        continue;
+      }
+      if (r == 0) break;
+      conn_fail(c, "%s", r == -1 ? "TLS close_notify from the server" : lgo_error());
+      return;
+    }
+    return;
+  }
+#endif
   buf_put(&c->tin, p, n);
   if (c->state == CS_TLS) {
     tls_handshake(c);
@@ -773,6 +905,10 @@ static void conn_reset(conn_t *c) {
     wolfSSL_free(c->ssl);
     c->ssl = NULL;
   }
+#ifdef LOADGEN_OPENSSL
+  lgo_free(c->ot);
+  c->ot = NULL;
+#endif
 }
 
 static void on_connect(uv_connect_t *req, int status) {
@@ -790,10 +926,18 @@ static void on_connect(uv_connect_t *req, int status) {
     return;
   }
   if (cfg.tls) {
-    c->ssl = wolfSSL_new(g_tls);
-    if (!c->ssl) die("wolfSSL_new failed");
-    wolfSSL_SetIOReadCtx(c->ssl, c);
-    wolfSSL_SetIOWriteCtx(c->ssl, c);
+#ifdef LOADGEN_OPENSSL
+    if (cfg.ossl) {
+      c->ot = lgo_new();
+      if (!c->ot) die("SSL_new failed");
+    }
+#endif
+    if (!cfg.ossl) {
+      c->ssl = wolfSSL_new(g_tls);
+      if (!c->ssl) die("wolfSSL_new failed");
+      wolfSSL_SetIOReadCtx(c->ssl, c);
+      wolfSSL_SetIOWriteCtx(c->ssl, c);
+    }
     c->state = CS_TLS;
     tls_handshake(c);
     return;
@@ -883,6 +1027,13 @@ static void conn_fail(conn_t *c, const char *fmt, ...) {
         exit(1);
       }
       break;
+    case MODE_SUBSCRIBE:
+      if (!g_running) {
+        fprintf(stderr, "loadgen: setup failed (%d of %d connections were open)\n", g_open, g_nconns);
+        exit(1);
+      }
+      if (--g_alive == 0) finish();
+      break;
     case MODE_HANDSHAKES:
       if (g_err_total > 1000) {
         fprintf(stderr, "loadgen: too many errors, giving up\n");
@@ -930,13 +1081,34 @@ static void conn_opened(conn_t *c) {
         fflush(stdout);
       }
       break;
+    case MODE_SUBSCRIBE:
+      g_open++;
+      /* 10,000 idle connections: keep only small buffers */
+      free(c->head.data);
+      c->head = (buf_t){0};
+      start_next_idle();
+      if (g_open == g_nconns) {
+        uint64_t now = uv_hrtime();
+        printf("READY subscribed=%d setup_s=%.2f\n", g_open, (double)(now - g_start) / 1e9);
+        fflush(stdout);
+        g_running = 1;
+        g_last_progress = now;
+        for (int i = 0; i < g_nconns; i++) g_conns[i].last_rx = now;
+        if (cfg.warmup > 0)
+          uv_timer_start(&g_phase, on_measure, (uint64_t)(cfg.warmup * 1000), 0);
+        else
+          on_measure(&g_phase);
+      }
+      break;
     default:
       break;
   }
 }
 
+/* --idle and --subscribe: a bounded number of connections in their setup
+ * at once, so the server's listen backlog never overflows. */
 static void start_next_idle(void) {
-  while (g_started < cfg.idle_n && g_started - g_open < IDLE_PARALLEL) conn_start(&g_conns[g_started++]);
+  while (g_started < g_nconns && g_started - g_open < IDLE_PARALLEL) conn_start(&g_conns[g_started++]);
 }
 
 /* ---- run phases ---- */
@@ -955,7 +1127,7 @@ static void finish(void) {
     if (other < 0) other = 0;
   }
   if (cfg.mode == MODE_ECHO && g_running) check_stalled(uv_hrtime());
-  if ((cfg.mode == MODE_ECHO && g_msgs == 0) || (cfg.mode == MODE_HANDSHAKES && g_hs == 0)) {
+  if (((cfg.mode == MODE_ECHO || cfg.mode == MODE_SUBSCRIBE) && g_msgs == 0) || (cfg.mode == MODE_HANDSHAKES && g_hs == 0)) {
     fprintf(stderr, "loadgen: nothing completed in the measured %.2f s\n", el);
     g_err_total++;
   }
@@ -966,6 +1138,29 @@ static void finish(void) {
            cfg.raw ? "raw-echo" : "ws-echo", g_nconns, cfg.size, cfg.inflight, el, g_msgs, mps,
            mps * (double)cfg.size / 1e6, hist_pct(0.50) / 1e3, hist_pct(0.99) / 1e3, hist_pct(0.999) / 1e3,
            busy, other, g_err_total);
+  } else if (cfg.mode == MODE_SUBSCRIBE) {
+    double mps = (double)g_msgs / el;
+    double cpu = g_measuring ? (self_cpu_s() - g_self0) / el : 0.0;
+    /* ticks sent in the window: their rate; those sent in it and at least
+     * SETTLE_NS before its end: the share of connections that got them */
+    uint64_t end = uv_hrtime(), got = 0;
+    int in_window = 0, settled = 0;
+    for (int i = 0; i < g_nticks; i++) {
+      if (g_ticks[i].stamp < g_t0 || g_ticks[i].stamp > end) continue;
+      in_window++;
+      if (g_ticks[i].stamp + SETTLE_NS > end) continue;
+      settled++;
+      got += g_ticks[i].count;
+    }
+    double pct = settled ? 100.0 * (double)got / ((double)settled * g_nconns) : 0.0;
+    printf("RESULT mode=subscribe conns=%d seconds=%.2f msgs=%" PRIu64 " msgs_per_s=%.0f ticks_per_s=%.2f"
+           " delivered_pct=%.2f mb_per_s=%.2f p50_us=%.1f p99_us=%.1f p999_us=%.1f max_us=%.1f gen_busy=%.2f"
+           " gen_cpu=%.2f gen_cpu_other=%.2f errors=%" PRIu64 "\n",
+           g_nconns, el, g_msgs, mps, (double)in_window / el, pct, (double)g_bytes / el / 1e6, hist_pct(0.50) / 1e3,
+           hist_pct(0.99) / 1e3, hist_pct(0.999) / 1e3, (double)g_max_lat / 1e3, busy, cpu, other, g_err_total);
+    if (g_negative)
+      fprintf(stderr, "loadgen: %" PRIu64 " messages carried a send time later than their arrival: not CLOCK_MONOTONIC?\n",
+              g_negative);
   } else if (cfg.mode == MODE_HANDSHAKES) {
     printf("RESULT mode=handshakes conns=%d seconds=%.2f handshakes=%" PRIu64 " hs_per_s=%.0f gen_busy=%.2f gen_cpu_other=%.2f late_tcp_close=%" PRIu64
            " errors=%" PRIu64 "\n",
@@ -1023,6 +1218,9 @@ static void on_measure(uv_timer_t *t) {
   g_idle0 = idle_ns();
   g_other0_cpu = cpu_busy_s();
   g_other0_self = self_cpu_s();
+  g_self0 = self_cpu_s();
+  g_bytes = g_negative = g_max_lat = 0;
+  g_nticks = 0;
   uv_timer_start(&g_phase, on_end, (uint64_t)(cfg.duration * 1000), 0);
 }
 
@@ -1045,9 +1243,22 @@ static void on_tick(uv_timer_t *t) {
             cfg.timeout);
     exit(1);
   }
-  if (cfg.mode == MODE_IDLE && g_open < cfg.idle_n && since_start > cfg.timeout + cfg.idle_n / 100.0) {
-    fprintf(stderr, "loadgen: setup timed out: %d of %d connections ready\n", g_open, cfg.idle_n);
+  if ((cfg.mode == MODE_IDLE || cfg.mode == MODE_SUBSCRIBE) && g_open < g_nconns &&
+      since_start > cfg.timeout + g_nconns / 100.0) {
+    int st[CS_DEAD + 1] = {0};
+    for (int i = 0; i < g_started; i++) st[g_conns[i].state]++;
+    fprintf(stderr,
+            "loadgen: setup timed out: %d of %d connections ready (%d not started, %d connecting, %d in TLS,"
+            " %d upgrading, %d failed)\n",
+            g_open, g_nconns, g_nconns - g_started, st[CS_CONNECTING], st[CS_TLS], st[CS_UPGRADE], st[CS_DEAD]);
     exit(1);
+  }
+  if (cfg.mode == MODE_SUBSCRIBE && g_running) {
+    for (int i = 0; i < g_nconns; i++) {
+      conn_t *c = &g_conns[i];
+      if (c->state == CS_OPEN && (double)(now - c->last_rx) / 1e9 > cfg.timeout)
+        conn_fail(c, "no message for %.1f s", (double)(now - c->last_rx) / 1e9);
+    }
   }
   if ((cfg.mode == MODE_ECHO || cfg.mode == MODE_HANDSHAKES) && g_running &&
       (double)(now - g_last_progress) / 1e9 > cfg.timeout) {
@@ -1124,10 +1335,17 @@ static void usage(void) {
           "                  [--text] [--frag BYTES] [--no-verify | --verify-all]\n"
           "  --handshakes --conns N --duration S   connect, upgrade, close, repeat\n"
           "  --idle N                               hold N connections; print READY; wait for SIGTERM\n"
+          "  --subscribe N --duration S             N connections that only receive binary messages whose\n"
+          "                                         first 8 bytes are the send time (big-endian ns of\n"
+          "                                         CLOCK_MONOTONIC); prints READY once all are open, then\n"
+          "                                         after --warmup counts messages and delivery latency,\n"
+          "                                         ticks (distinct send times) per second and the share of\n"
+          "                                         the connections that got each tick (delivered_pct)\n"
           "  --probe                                wait until the port accepts connections\n"
           "  --free-port                            print a free port and exit\n"
           "  --raw    plain TCP echo, no WebSocket (B-byte chunks)\n"
-          "  --tls    wss (wolfSSL, no certificate verification); --ciphers LIST (wolfSSL names)\n"
+          "  --tls    wss, no certificate verification; --ciphers LIST (the TLS library's names)\n"
+          "  --tls-lib openssl|wolfssl   which TLS library (default: openssl if built in)\n"
           "  --busy-poll   never sleep in the event loop (the generator owns its core)\n"
           "  --timeout S   setup and stall limit (default 10)\n");
   exit(2);
@@ -1175,10 +1393,25 @@ static void parse_args(int argc, char **argv) {
     else if (!strcmp(a, "--verify-all")) cfg.verify = 2;
     else if (!strcmp(a, "--raw")) cfg.raw = 1;
     else if (!strcmp(a, "--tls")) cfg.tls = 1;
+    else if (!strcmp(a, "--tls-lib") && i + 1 < argc) {
+      const char *lib = argv[++i];
+      if (!strcmp(lib, "wolfssl")) cfg.ossl = 0;
+#ifdef LOADGEN_OPENSSL
+      else if (!strcmp(lib, "openssl")) cfg.ossl = 1;
+#endif
+      else die("--tls-lib: \"%s\" is not built in (wolfssl%s)", lib,
+#ifdef LOADGEN_OPENSSL
+               ", openssl"
+#else
+               "; openssl needs -DLOADGEN_OPENSSL"
+#endif
+      );
+    }
     else if (!strcmp(a, "--busy-poll")) cfg.busy_poll = 1;
     else if (!strcmp(a, "--ciphers") && i + 1 < argc) cfg.ciphers = argv[++i];
     else if (!strcmp(a, "--handshakes")) cfg.mode = MODE_HANDSHAKES;
     else if (!strcmp(a, "--idle")) cfg.mode = MODE_IDLE, cfg.idle_n = (int)num_arg(argc, argv, &i);
+    else if (!strcmp(a, "--subscribe")) cfg.mode = MODE_SUBSCRIBE, cfg.conns = (int)num_arg(argc, argv, &i);
     else if (!strcmp(a, "--probe")) cfg.mode = MODE_PROBE;
     else if (!strcmp(a, "--free-port")) cfg.mode = MODE_FREEPORT;
     else if (!strcmp(a, "--help") || !strcmp(a, "-h")) usage();
@@ -1194,6 +1427,7 @@ static void parse_args(int argc, char **argv) {
   if (cfg.conns < 1 || cfg.inflight < 1) die("--conns and --inflight must be at least 1");
   if (cfg.mode == MODE_IDLE && cfg.idle_n < 1) die("--idle needs a count of at least 1");
   if (cfg.mode == MODE_HANDSHAKES && cfg.raw) die("--handshakes has no meaning with --raw");
+  if (cfg.mode == MODE_SUBSCRIBE && cfg.raw) die("--subscribe has no meaning with --raw");
   if (cfg.size > ((size_t)1 << 31)) die("--size too large");
 }
 
@@ -1274,6 +1508,7 @@ int main(int argc, char **argv) {
       for (int i = 0; i < g_nconns; i++) conn_start(&g_conns[i]);
       break;
     case MODE_IDLE:
+    case MODE_SUBSCRIBE:
       start_next_idle();
       break;
     default:

@@ -7,7 +7,7 @@ cd "$(dirname "$0")/.."
 
 pkgs="lua5.4 liblua5.4-dev libuv1-dev lua-luv lua-luv-dev libwolfssl-dev zlib1g-dev
 lua-busted luarocks clang libclang-rt-14-dev openssl python3-websockets nodejs
-chromium pkg-config make gcc valgrind"
+chromium pkg-config make gcc valgrind libssl-dev"
 
 missing=""
 for p in $pkgs; do
