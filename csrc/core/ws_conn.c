@@ -113,6 +113,7 @@ struct ws_conn {
   uint64_t rd_msg_size;      /* payload of this message, through this frame */
   size_t write_buffer_bytes; /* auto-fragment size */
   size_t out_pending;        /* queued bytes not yet consumed */
+  size_t out_units;          /* queued units (messages, frames) */
   ws_unit *head;             /* the output queue: first unit */
   ws_unit *tail;             /* ... and last unit */
   int error;                 /* the error that failed the engine, or 0 */
@@ -315,6 +316,7 @@ static void ws__queue_append(ws_conn *c, ws_unit *u) {
     c->head = u;
   c->tail = u;
   c->out_pending += u->remain;
+  c->out_units++;
 }
 
 /* Inserts a control unit after every started unit and every control unit
@@ -329,6 +331,7 @@ static void ws__queue_control(ws_conn *c, ws_unit *u) {
   *pp = u;
   if (!u->next) c->tail = u;
   c->out_pending += u->remain;
+  c->out_units++;
 }
 
 /* Takes every unit not yet started out of the queue, except our close
@@ -353,6 +356,7 @@ static ws_unit *ws__queue_take_unstarted(ws_conn *c) {
       break;
     }
     c->out_pending -= u->remain;
+    c->out_units--;
   }
   return list;
 }
@@ -1148,6 +1152,7 @@ void ws_conn_abort(ws_conn *c) {
   if (!c->error) c->error = WS_E_operation_aborted;
   c->head = c->tail = NULL;
   c->out_pending = 0;
+  c->out_units = 0;
   ws__complete_list(c, list, WS_E_operation_aborted);
   ws__pmd_trim(c);
 }
@@ -1194,6 +1199,7 @@ void ws_conn_out_consume(ws_conn *c, size_t n) {
     }
     n -= u->remain;
     c->out_pending -= u->remain;
+    c->out_units--;
     c->head = u->next;
     if (!c->head) c->tail = NULL;
     if (u->flags & WS__U_CLOSE) c->state |= WS_ST_CLOSE_WRITTEN;
@@ -1205,6 +1211,10 @@ void ws_conn_out_consume(ws_conn *c, size_t n) {
 
 size_t ws_conn_out_pending(const ws_conn *c) {
   return c->out_pending;
+}
+
+size_t ws_conn_out_units(const ws_conn *c) {
+  return c->out_units;
 }
 
 /* ----------------------------------------------------------------- state */

@@ -247,6 +247,10 @@ void ws_conn_out_consume(ws_conn *c, size_t n);
 /* Bytes queued and not yet consumed (buffered_amount). */
 size_t ws_conn_out_pending(const ws_conn *c);
 
+/* Units (messages, parts, frames) queued and not yet completed: with
+ * out_pending, a bound on the memory the queue holds. */
+size_t ws_conn_out_units(const ws_conn *c);
+
 /* ---------------------------------------------------------------- state */
 
 #define WS_ST_CLOSE_SENT 0x1     /* our close frame is queued */

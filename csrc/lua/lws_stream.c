@@ -33,7 +33,12 @@ typedef struct lws_stream lws_stream;
 
 /* Payloads up to this size are copied into the request instead of keeping
  * the Lua string referenced (cheaper than a registry reference). */
-#define LWS_INLINE 256
+#define LWS_INLINE 64
+/* What a queued message costs besides its bytes (its queue entry and
+ * request record), counted against max_queued_bytes so that many small
+ * messages to a peer that does not read cannot hold much more memory than
+ * the limit says. */
+#define LWS_UNIT_COST 256
 /* Spare requests kept per loop. */
 #define LWS_SPARE_REQS 256
 
@@ -56,7 +61,6 @@ typedef struct lws_req {
   int cb;          /* registry ref: the callback (function or coroutine) */
   int data;        /* registry ref keeping the written string alive */
   int err;         /* the result */
-  lws_shared *shared; /* a published frame (no callback), or NULL */
   uint8_t inline_data[LWS_INLINE]; /* a small payload's copy */
 } lws_req;
 
@@ -73,7 +77,6 @@ static lws_req *req_new(lws_loop *lp) {
   r->s = NULL;
   r->cb = r->data = LUA_NOREF;
   r->err = 0;
-  r->shared = NULL;
   return r;
 }
 
@@ -430,6 +433,10 @@ static void hs_run(lws_stream *s) {
   }
   s->hs_kind = HS_NONE;
   unref(s, &s->hs_decorator);
+  /* The tables are on the stack now; the stream no longer needs them (an
+   * accept of a read_request works from the bytes it kept). */
+  unref(s, &s->hs_req);
+  unref(s, &s->hs_res);
   lws_deliver(s->lp, cb, err, nvals);
   unhold(s);
 }
@@ -957,10 +964,11 @@ static void on_unit_sent(void *user, void *token, int status) {
   lws_stream *s = (lws_stream *)user;
   lws_req *r = (lws_req *)token;
   if (!r) return;
-  if (r->shared) {
-    /* A published frame: nobody to call back. */
-    shared_release(r->shared);
-    req_free(s->lp, r);
+  if ((uintptr_t)token & 1) {
+    /* A published frame (its token is the shared frame, tagged): nobody
+     * to call back. */
+    (void)s;
+    shared_release((lws_shared *)((uintptr_t)token & ~(uintptr_t)1));
     return;
   }
   r->err = status;
@@ -2487,6 +2495,14 @@ static int l_read_some(lua_State *L) {
   return start_read(L, RD_SOME, (size_t)limit, 3);
 }
 
+/* What the write queue holds, for max_queued_bytes: its bytes and a cost
+ * per queued message. */
+static size_t queued_cost(lws_stream *s) {
+  size_t n = wsuv_pending(&s->t);
+  if (s->conn) n += ws_conn_out_units(s->conn) * LWS_UNIT_COST;
+  return n;
+}
+
 static int queue_unit(lua_State *L, lws_stream *s, int cb, int data_idx,
                       int kind_op, unsigned flags, int is_ctl) {
   lws_req *r;
@@ -2498,7 +2514,7 @@ static int queue_unit(lua_State *L, lws_stream *s, int cb, int data_idx,
     err = s->state == ST_NEW || s->state == ST_HEAD ? WS_E_operation_aborted
                                                     : WS_E_operation_aborted;
   else if (!is_ctl && s->max_queued_bytes &&
-           wsuv_pending(&s->t) >= s->max_queued_bytes)
+           queued_cost(s) >= s->max_queued_bytes)
     err = WS_E_queue_full;
   if (err) {
     post_result(s, cb, err);
@@ -2709,7 +2725,7 @@ static int l_send_frame(lua_State *L) {
   sync_handle(s);
   if (s->state != ST_OPEN || !s->conn)
     err = WS_E_operation_aborted;
-  else if (s->max_queued_bytes && wsuv_pending(&s->t) >= s->max_queued_bytes)
+  else if (s->max_queued_bytes && queued_cost(s) >= s->max_queued_bytes)
     err = WS_E_queue_full;
   if (!err) {
     r = req_new(s->lp);
@@ -2773,17 +2789,20 @@ static int l_publish(lua_State *L) {
   memset(packed, 0, sizeof(packed));
   memset(packed_failed, 0, sizeof(packed_failed));
   lua_pushnil(L); /* slow list (made on the first slow stream): index 5 */
+  luaL_getmetatable(L, LWS_STREAM_MT); /* index 6 */
   lua_pushnil(L);
   while (lua_next(L, 1)) {
-    lws_stream **pp = (lws_stream **)luaL_testudata(L, -2, LWS_STREAM_MT);
-    lws_stream *s = pp ? *pp : NULL;
+    lws_stream *s = NULL;
     lws_shared *f = NULL;
-    lws_req *r;
     lua_pop(L, 1);
+    if (lua_getmetatable(L, -1)) {
+      if (lua_rawequal(L, -1, 6)) s = *(lws_stream **)lua_touserdata(L, -2);
+      lua_pop(L, 1);
+    }
     if (!s || lua_rawequal(L, -1, 4)) continue;
     if (s->state != ST_OPEN || !s->conn || s->role != WS_ROLE_SERVER)
       continue;
-    if (s->max_queued_bytes && wsuv_pending(&s->t) >= s->max_queued_bytes) {
+    if (s->max_queued_bytes && queued_cost(s) >= s->max_queued_bytes) {
       if (lua_isnil(L, 5)) {
         lua_newtable(L);
         lua_replace(L, 5);
@@ -2812,16 +2831,18 @@ static int l_publish(lua_State *L) {
       if (!plain) plain = shared_frame(is_text, 0, data, len);
       f = plain;
     }
-    if (!f || !(r = req_new(s->lp))) break; /* out of memory */
-    r->s = s;
-    r->shared = f;
+    if (!f) break; /* out of memory */
     f->refs++;
-    if (ws_conn_send_prebuilt(s->conn, NULL, 0, f->data, f->len, r) != 0) {
+    /* The token is the shared frame, tagged in its low bit (malloc'd
+     * memory is aligned), so a publish costs no request record. */
+    if (ws_conn_send_prebuilt(s->conn, NULL, 0, f->data, f->len,
+                              (void *)((uintptr_t)f | 1)) != 0) {
       f->refs--;
-      req_free(s->lp, r);
       continue;
     }
-    wsuv_flush_later(&s->t);
+    /* Out now: the first recipients need not wait for the last to be
+     * queued (the frame is one write per stream either way). */
+    wsuv_flush(&s->t);
     n++;
   }
   shared_release(plain);
