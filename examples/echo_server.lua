@@ -5,6 +5,10 @@
 local uv = require "luv"
 local ws = require "luvws"
 
+-- A write's completion: nothing to do for an echo (a failure also ends
+-- the read loop). One function for every write, not a closure each time.
+local function ignore() end
+
 local args, cert, key = {}, nil, nil
 local i = 1
 while arg[i] do
@@ -36,7 +40,7 @@ assert(listener:listen(1024, function(err)
     if err then return end
     local function on_message(err, data, is_text)
       if err then return end -- "closed", "EOF", a protocol error...
-      stream:write(data, is_text and "text" or "binary", function() end)
+      stream:write(data, is_text and "text" or "binary", ignore)
       stream:read(on_message)
     end
     stream:read(on_message)

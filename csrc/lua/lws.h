@@ -55,6 +55,10 @@ typedef struct lws_loop {
   void *fast_owner;   /* the stream they belong to, or NULL */
   void *free_req;     /* spare completion records (a list) */
   unsigned nfree_req; /* how many */
+  uint8_t *spare_msg; /* a message assembly buffer kept for the next
+                         message that comes in pieces (no realloc or page
+                         faults per large message) */
+  size_t spare_cap;   /* its capacity */
 } lws_loop;
 
 /* The loop state for L's luv loop (created on first use). */
@@ -69,6 +73,10 @@ ws_rng lws_loop_rng(lws_loop *lp);
  * coroutine is resumed with the values (or true) on success, or with
  * nil, "name: message", "name", values... on failure. */
 void lws_deliver(lws_loop *lp, int cbref, int err, int nvals);
+
+/* The same, but when keep is set the reference is left in place (a
+ * callback the stream keeps for its next operation). */
+void lws_deliver_keep(lws_loop *lp, int cbref, int err, int nvals, int keep);
 
 /* Takes the callback at index idx: a callable is referenced and its ref
  * returned; nil/none inside a yieldable coroutine gives a ref to that

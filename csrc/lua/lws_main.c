@@ -248,15 +248,19 @@ static int rethrow(lua_State *L) {
 }
 
 void lws_deliver(lws_loop *lp, int cbref, int err, int nvals) {
+  lws_deliver_keep(lp, cbref, err, nvals, 0);
+}
+
+void lws_deliver_keep(lws_loop *lp, int cbref, int err, int nvals, int keep) {
   lua_State *L = lp->L;
   if (lp->closing || cbref == LUA_NOREF || cbref == LUA_REFNIL) {
     lua_pop(L, nvals);
-    if (cbref != LUA_NOREF && !lp->closing)
+    if (cbref != LUA_NOREF && !lp->closing && !keep)
       luaL_unref(L, LUA_REGISTRYINDEX, cbref);
     return;
   }
   lua_rawgeti(L, LUA_REGISTRYINDEX, cbref);
-  luaL_unref(L, LUA_REGISTRYINDEX, cbref);
+  if (!keep) luaL_unref(L, LUA_REGISTRYINDEX, cbref);
   if (lua_type(L, -1) == LUA_TTHREAD) {
     lua_State *co = lua_tothread(L, -1);
     int nres = 0, status, nargs;

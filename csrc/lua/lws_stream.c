@@ -80,7 +80,13 @@ static lws_req *req_new(lws_loop *lp) {
   return r;
 }
 
+/* The largest assembly buffer kept per loop between messages. */
+#define LWS_SPARE_MSG_MAX (8u << 20)
+
 void lws_free_spares(lws_loop *lp) {
+  free(lp->spare_msg);
+  lp->spare_msg = NULL;
+  lp->spare_cap = 0;
   while (lp->free_req) {
     lws_req *r = (lws_req *)lp->free_req;
     lp->free_req = r->s;
@@ -137,6 +143,7 @@ struct lws_stream {
   unsigned secure_prng : 1;  /* option: masks from the CSPRNG */
   unsigned keep_alive : 1;   /* option: idle pings */
   unsigned pend : 4;         /* completions to run (PEND_*) */
+  unsigned read_cached : 1;  /* read_cb is read_fn (kept after the read) */
   int term_err;              /* why it ended (reads get it last) */
   int fail_err;              /* protocol error that failed it */
   int hs_err;                /* the head operation's result */
@@ -150,6 +157,8 @@ struct lws_stream {
   int hs_req;                /* the request table */
   int hs_decorator;          /* the per-call decorator */
   int read_cb;               /* callback of the pending read */
+  int read_fn;               /* the last read callback function, kept: a
+                                read loop passes the same one each time */
   int q_ref;                 /* table of unread messages */
   int control_cb;            /* control_callback */
   int end_cb;                /* _on_end hook */
@@ -241,7 +250,8 @@ static void stream_free(lws_stream *s) {
   unref(s, &s->hs_res);
   unref(s, &s->hs_req);
   unref(s, &s->hs_decorator);
-  unref(s, &s->read_cb);
+  if (!s->read_cached) unref(s, &s->read_cb);
+  unref(s, &s->read_fn);
   unref(s, &s->q_ref);
   unref(s, &s->control_cb);
   unref(s, &s->end_cb);
@@ -579,6 +589,8 @@ static void deliver_reads(lws_stream *s) {
   lua_State *L = LS(s);
   while (s->read_kind != RD_NONE && read_ready(s) && !s->lp->closing) {
     int cb = s->read_cb, kind = s->read_kind, err = 0, nvals;
+    int keep = s->read_cached;
+    s->read_cached = 0;
     if (fast_ready(s) && kind == RD_SOME) flush_fast(s);
     s->read_cb = LUA_NOREF;
     s->read_kind = RD_NONE;
@@ -613,7 +625,7 @@ static void deliver_reads(lws_stream *s) {
       err = s->term_err ? s->term_err : WS_E_operation_aborted;
       nvals = 0;
     }
-    lws_deliver(s->lp, cb, err, nvals);
+    lws_deliver_keep(s->lp, cb, err, nvals, keep);
     unhold(s);
   }
 }
@@ -657,6 +669,12 @@ static int on_msg_data(void *user, const uint8_t *data, size_t len,
   if (!s->msg) {
     s->msg = calloc(1, sizeof(*s->msg));
     if (!s->msg) return WS_E_no_memory;
+    if (s->lp->spare_msg) {
+      s->msg->buf = s->lp->spare_msg;
+      s->msg->cap = s->lp->spare_cap;
+      s->lp->spare_msg = NULL;
+      s->lp->spare_cap = 0;
+    }
   }
   m = s->msg;
   if (len > 0) {
@@ -677,7 +695,14 @@ static int on_msg_data(void *user, const uint8_t *data, size_t len,
                     m->len - m->off);
     queue_push(s, s->m_text, m->len - m->off);
     s->m_active = 0;
-    free(m->buf);
+    /* Keep the buffer for the loop's next message in pieces. */
+    if (m->cap <= LWS_SPARE_MSG_MAX && m->cap > s->lp->spare_cap) {
+      free(s->lp->spare_msg);
+      s->lp->spare_msg = m->buf;
+      s->lp->spare_cap = m->cap;
+    } else {
+      free(m->buf);
+    }
     free(m);
     s->msg = NULL;
   }
@@ -2102,6 +2127,7 @@ static int l_stream(lua_State *L) {
   s->self_ref = s->handle_ref = LUA_NOREF;
   s->hs_cb = s->hs_res = s->hs_req = s->hs_decorator = LUA_NOREF;
   s->read_cb = s->q_ref = s->control_cb = s->close_cb = LUA_NOREF;
+  s->read_fn = LUA_NOREF;
   s->end_cb = LUA_NOREF;
   s->decorator = s->subprotocols = LUA_NOREF;
   s->got_text = -1;
@@ -2467,9 +2493,29 @@ static int l_respond(lua_State *L) {
 
 static int start_read(lua_State *L, int kind, size_t limit, int cbidx) {
   lws_stream *s = check_stream(L, 1);
-  int yield, cb = lws_check_cb(L, cbidx, &yield);
-  hold(L, s);
+  int yield = 0, cb, cached = 0;
   sync_handle(s);
+  if (lua_isfunction(L, cbidx) && s->read_kind == RD_NONE &&
+      s->state != ST_NEW && s->state != ST_HEAD) {
+    /* Keep the callback's reference for the next read: a read loop
+     * passes the same function every time. */
+    int same = 0;
+    if (s->read_fn != LUA_NOREF) {
+      lua_rawgeti(L, LUA_REGISTRYINDEX, s->read_fn);
+      same = lua_rawequal(L, -1, cbidx);
+      lua_pop(L, 1);
+    }
+    if (!same) {
+      unref(s, &s->read_fn);
+      lua_pushvalue(L, cbidx);
+      s->read_fn = luaL_ref(L, LUA_REGISTRYINDEX);
+    }
+    cb = s->read_fn;
+    cached = 1;
+  } else {
+    cb = lws_check_cb(L, cbidx, &yield);
+  }
+  hold(L, s);
   if (s->read_kind != RD_NONE) {
     post_result(s, cb, WS_E_operation_in_progress);
     return finish_call(L, yield);
@@ -2480,6 +2526,7 @@ static int start_read(lua_State *L, int kind, size_t limit, int cbidx) {
   }
   s->read_kind = kind;
   s->read_cb = cb;
+  s->read_cached = cached;
   s->read_limit = limit;
   if (read_ready(s)) kick_read(s);
   return finish_call(L, yield);
@@ -2560,10 +2607,11 @@ static int l_write(lua_State *L) {
   unsigned flags = WS_SEND_FIN | (s->compress ? WS_SEND_COMPRESS : 0);
   luaL_checktype(L, 2, LUA_TSTRING);
   if (lua_type(L, 3) == LUA_TSTRING) {
-    const char *how = lua_tostring(L, 3);
-    if (strcmp(how, "text") == 0)
+    size_t hl;
+    const char *how = lua_tolstring(L, 3, &hl);
+    if (hl == 4 && memcmp(how, "text", 4) == 0)
       op = WS_OP_TEXT;
-    else if (strcmp(how, "binary") == 0)
+    else if (hl == 6 && memcmp(how, "binary", 6) == 0)
       op = WS_OP_BINARY;
     else
       return luaL_argerror(L, 3, "expected \"text\" or \"binary\"");

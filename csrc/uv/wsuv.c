@@ -6,8 +6,10 @@
 
 #include "wsuv_tls.h"
 
-/* Size of the shared read buffer (and of a fallback one). */
-#define WSUV_RBUF 65536
+/* Size of the shared read buffer (and of a fallback one): large enough that
+ * several pipelined messages of 64 KiB arrive whole in one read (and go to
+ * Lua in one copy); one per loop, whatever the number of connections. */
+#define WSUV_RBUF (256 * 1024)
 /* iovecs gathered per write. */
 #define WSUV_IOV 64
 
