@@ -626,6 +626,10 @@ static void deliver_reads(lws_stream *s) {
       nvals = 0;
     }
     lws_deliver_keep(s->lp, cb, err, nvals, keep);
+    /* The kept reference lives only across the callback: if it did not
+     * read again, let go (the function may hold the stream, and a kept
+     * reference would then keep an abandoned stream alive). */
+    if (keep && s->read_kind == RD_NONE) unref(s, &s->read_fn);
     unhold(s);
   }
 }
