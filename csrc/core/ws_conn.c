@@ -1255,6 +1255,16 @@ size_t ws_frame_server_message(uint8_t hdr[WS_MAX_FRAME_HEADER], int opcode,
   return ws_frame_header_build(hdr, 1, rsv1, opcode, NULL, len);
 }
 
+int ws_conn_prebuilt_direct(ws_conn *c, const uint8_t *frame, size_t len) {
+  uint8_t b0 = len ? frame[0] : 0;
+  if (ws__can_send(c) != 0 || c->role != WS_ROLE_SERVER || c->sending ||
+      c->head != NULL)
+    return 0;
+  if ((b0 & 0x30) || ((b0 & 0x40) && !c->pmd.active)) return 0;
+  if (b0 & 0x40) c->tx_reset = 1;
+  return 1;
+}
+
 int ws_conn_send_prebuilt(ws_conn *c, const uint8_t *hdr, size_t hdr_len,
                           const uint8_t *payload, size_t len, void *token) {
   ws_unit *u;

@@ -320,4 +320,14 @@ int ws_pmd_compress_message(const ws_allocator *a, int window_bits, int level,
 int ws_conn_send_prebuilt(ws_conn *c, const uint8_t *hdr, size_t hdr_len,
                           const uint8_t *payload, size_t len, void *token);
 
+/* Server role: returns 1 if the whole prebuilt frame (as for
+ * ws_conn_send_prebuilt) may be written by the caller directly, ahead of
+ * the engine: the output queue is empty, no write_some message is
+ * unfinished, the connection is open, and the frame's reserved bits are
+ * allowed. The engine then counts the message as sent (for a compressed
+ * one, its own compressor starts afresh). The caller must write every
+ * byte, in order, before anything the engine queues later. Returns 0
+ * otherwise (queue it with ws_conn_send_prebuilt). */
+int ws_conn_prebuilt_direct(ws_conn *c, const uint8_t *frame, size_t len);
+
 #endif

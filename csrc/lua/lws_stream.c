@@ -2884,6 +2884,20 @@ static int l_publish(lua_State *L) {
       f = plain;
     }
     if (!f) break; /* out of memory */
+    /* An idle stream takes the frame straight to the socket: no queue
+     * entry, no completion. */
+    if (!s->t.tls && !s->t.dirty &&
+        ws_conn_prebuilt_direct(s->conn, f->data, f->len)) {
+      int r = wsuv_write_now(&s->t, f->data, f->len);
+      if (r == 0) {
+        n++;
+        continue;
+      }
+      if (r < 0) {
+        teardown(s, r);
+        continue;
+      }
+    }
     f->refs++;
     /* The token is the shared frame, tagged in its low bit (malloc'd
      * memory is aligned), so a publish costs no request record. */

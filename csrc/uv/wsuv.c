@@ -415,6 +415,25 @@ int wsuv_write_raw(wsuv_stream *s, const void *p, size_t n) {
   return 0;
 }
 
+int wsuv_write_now(wsuv_stream *s, const void *p, size_t n) {
+  uv_buf_t b;
+  int r;
+  if (s->dead || !s->loop || s->tls || s->writing || s->raw || s->in_flush ||
+      (s->conn && ws_conn_out_pending(s->conn) > 0))
+    return 1;
+  b.base = (char *)p;
+  b.len = n;
+  r = uv_try_write(s->h, &b, 1);
+  if (r == UV_EAGAIN || r == UV_ENOSYS) r = 0;
+  if (r < 0) return r;
+  if ((size_t)r < n) {
+    if (wsuv_write_raw(s, (const char *)p + r, n - (size_t)r) != 0)
+      return UV_ENOMEM;
+    wsuv_flush_later(s);
+  }
+  return 0;
+}
+
 void wsuv_attach(wsuv_stream *s, ws_conn *c) {
   s->conn = c;
 }

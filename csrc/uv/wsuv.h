@@ -142,6 +142,14 @@ int wsuv_read(wsuv_stream *s, int on);
  * UV_ENOMEM. */
 int wsuv_write_raw(wsuv_stream *s, const void *p, size_t n);
 
+/* Writes n bytes now if nothing else is queued or in flight (one
+ * uv_try_write), and queues what the kernel did not take as raw bytes
+ * (copied), ahead of the core's later output. Returns 0, or a libuv
+ * error (the stream should fail), or 1 if the stream is busy (nothing was
+ * written: the caller queues the bytes its usual way). Plain streams only
+ * (returns 1 over TLS). */
+int wsuv_write_now(wsuv_stream *s, const void *p, size_t n);
+
 /* From now on output also comes from c's queue. */
 void wsuv_attach(wsuv_stream *s, ws_conn *c);
 
