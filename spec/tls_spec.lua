@@ -174,30 +174,120 @@ describe("wss", function()
     t:run()
   end)
 
-  it("client certificates: required and given, required and missing, from another CA", function()
-    for _, case in ipairs({
-      { { cert = D .. "client.pem", key = D .. "client.key" }, true },
-      { {}, false },
-      { { cert = D .. "client2.pem", key = D .. "client2.key" }, false },
-    }) do
-      local t = H.new()
-      local server_err
-      local sctx = server_ctx({ verify = true, ca = D .. "ca.pem" })
-      local _, port = tls_server(t, sctx, function(_, err) server_err = err or "ok" end)
-      tls_client(t, port, client_ctx(case[1]), "localhost", function(_, err)
-        if case[2] then
-          assert.is_nil(err)
-        else
-          assert.is_string(err)
-          assert.truthy(err:match("^tls_") or err == "EOF" or err == "ECONNRESET", err)
-        end
-        t:when(function() return server_err end, function()
-          if case[2] then assert.equal("ok", server_err) else assert.is_true(server_err:match("^tls_") ~= nil, server_err) end
-          t:done()
-        end)
+  for _, version in ipairs({ "1.2", "1.3" }) do
+    it("client certificates over TLS " .. version .. ": required and given, missing, from another CA; optional", function()
+      for _, case in ipairs({
+        { true, { cert = D .. "client.pem", key = D .. "client.key" }, nil, nil },
+        -- A TLS 1.2 client learns from the server's handshake_failure
+        -- alert; a TLS 1.3 client hears that its certificate is missing.
+        { true, {}, version == "1.2" and "tls_handshake_failed" or "tls_bad_certificate", "tls_bad_certificate" },
+        { true, { cert = D .. "client2.pem", key = D .. "client2.key" }, "tls_unknown_ca", "tls_unknown_ca" },
+        { "optional", {}, nil, nil },
+        { "optional", { cert = D .. "client.pem", key = D .. "client.key" }, nil, nil },
+      }) do
+        local t = H.new()
+        local server_err
+        local sctx = server_ctx({ verify = case[1], ca = D .. "ca.pem", max_version = version })
+        local _, port = tls_server(t, sctx, function(_, err) server_err = err or "ok" end, { timeout = { handshake = 3 } })
+        tls_client(t, port, client_ctx(case[2]), "localhost", function(_, err)
+          assert.equal(case[3], err)
+          t:when(function() return server_err end, function()
+            assert.equal(case[4] or "ok", server_err)
+            t:done()
+          end)
+        end, { timeout = { handshake = 3 } })
+        t:run()
+      end
+    end)
+  end
+
+  it("ALPN: the server picks its first protocol that the client offers", function()
+    local t = H.new()
+    local seen
+    local _, port = tls_server(t, server_ctx({ alpn = { "game/2", "game/1" } }), function(s)
+      seen = s:get_status().tls.alpn
+    end)
+    tls_client(t, port, client_ctx({ alpn = "game/1,game/2" }), "localhost", function(c, err)
+      assert.is_nil(err)
+      assert.equal("game/2", c:get_status().tls.alpn)
+      t:when(function() return seen end, function()
+        assert.equal("game/2", seen)
+        t:done()
       end)
-      t:run()
-    end
+    end)
+    t:run()
+  end)
+
+  it("a peer's fatal alert is tls_alert", function()
+    local t = H.new()
+    local _, port = tls_server(t, server_ctx(), function(_, err)
+      assert.equal("tls_alert", err)
+      t:done()
+    end)
+    -- A fatal internal_error alert record, before any handshake.
+    t:connect(port, function(tcp) tcp:write("\21\3\3\0\2\2\80") end)
+    t:run()
+  end)
+
+  it("a record damaged in transit fails the stream with tls_bad_record, both ends end", function()
+    local t = H.new()
+    local sctx = server_ctx()
+    local server_err
+    local _, port = tls_server(t, sctx, function(s, err)
+      assert.is_nil(err)
+      local function loop()
+        s:read(t:cb(function(e)
+          if e then server_err = e else loop() end
+        end))
+      end
+      loop()
+    end)
+    -- A TCP proxy that flips one bit in the first application record the
+    -- client sends after its handshake (the third chunk it writes).
+    local chunks = 0
+    local _, proxy_port = t:listen(function(down)
+      local up = t:track(H.uv.new_tcp())
+      up:connect("127.0.0.1", port, t:cb(function(err)
+        assert.is_nil(err)
+        up:read_start(t:cb(function(_, data)
+          if data then down:write(data) elseif not down:is_closing() then down:close() end
+        end))
+        down:read_start(t:cb(function(_, data)
+          if not data then
+            if not up:is_closing() then up:close() end
+            return
+          end
+          chunks = chunks + 1
+          if chunks >= 4 and not t.flipped and #data > 30 then
+            t.flipped = true
+            data = data:sub(1, -2) .. string.char(data:byte(-1) ~ 1)
+          end
+          up:write(data)
+        end))
+      end))
+    end)
+    tls_client(t, proxy_port, client_ctx(), "localhost", function(c, err)
+      assert.is_nil(err)
+      local client_err
+      local function loop()
+        c:read(t:cb(function(e)
+          if e then client_err = e else loop() end
+        end))
+      end
+      loop()
+      local function more(i)
+        if i > 20 or server_err then return end
+        c:write(("payload %d "):format(i):rep(10), t:cb(function() more(i + 1) end))
+      end
+      more(1)
+      t:when(function() return server_err and client_err end, function()
+        assert.equal("tls_bad_record", server_err)
+        assert.is_string(client_err)
+        assert.is_false(c:is_open())
+        t:done()
+      end)
+    end)
+    t:run()
   end)
 
   it("bad arguments fail at once with a message that names the problem", function()
@@ -243,10 +333,10 @@ describe("wss", function()
     t:run()
   end)
 
-  it("plain HTTP to a TLS server fails the accept with a tls_ name", function()
+  it("plain HTTP to a TLS server fails the accept with tls_bad_record", function()
     local t = H.new()
     local _, port = tls_server(t, server_ctx(), function(_, err)
-      assert.truthy(err and err:match("^tls_"), tostring(err))
+      assert.equal("tls_bad_record", err)
       t:done()
     end)
     t:connect(port, function(tcp) tcp:write(H.upgrade_request(port)) end)

@@ -106,6 +106,9 @@ enum ws_condition {
     "the peers share no TLS version; check min_version on both sides")      \
   X(tls_handshake_failed, NONE,                                               \
     "the TLS handshake failed (no shared cipher, or a malformed message)")   \
+  X(tls_bad_record, NONE,                                                     \
+    "a TLS record was corrupt, or the bytes were not TLS at all (plain HTTP " \
+    "to a TLS port?)")                                                        \
   X(tls_alert, NONE, "the peer sent a fatal TLS alert")
 
 enum ws_error {

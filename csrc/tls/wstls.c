@@ -802,6 +802,8 @@ static int map_alert(int code) {
   case 70: return WS_E_tls_protocol_version;
   case 40:
   case 71: return WS_E_tls_handshake_failed;
+  case 20:
+  case 22: return WS_E_tls_bad_record; /* bad_record_mac, record_overflow */
   default: return WS_E_tls_alert;
   }
 }
@@ -840,6 +842,11 @@ static int map_error(int e) {
   case ASN_PARSE_E:
   case RSA_KEY_SIZE_E:
   case ECC_KEY_SIZE_E: return WS_E_tls_bad_certificate;
+  case VERIFY_MAC_ERROR:
+  case DECRYPT_ERROR:
+  case UNKNOWN_RECORD_TYPE:
+  case LENGTH_ERROR:
+  case PARSE_ERROR: return WS_E_tls_bad_record;
   default: return WS_E_tls_handshake_failed;
   }
 }
