@@ -127,6 +127,30 @@ describe("ws.connect", function()
     assert.has_error(function() ws.connect("ws://127.0.0.1:1/") end)
   end)
 
+  it("connects to an IPv6 literal", function()
+    local probe = uv.new_tcp()
+    local ok = probe:bind("::1", 0)
+    probe:close()
+    if not ok then
+      pending("no IPv6 loopback on this machine")
+      return
+    end
+    local t = H.new()
+    local srv = server(t, { host = "::1", port = 0, on_connection = function(stream)
+      for data in stream:messages() do stream:write(data, function() end) end
+    end })
+    assert.truthy(srv.url:match("^ws://%[::1%]:%d+/$"), srv.url)
+    t:co(function()
+      local s, res = assert(ws.connect(srv.url))
+      assert.equal(101, res.status)
+      assert.equal("inet6", s:peername().family)
+      assert(s:write("v6"))
+      assert.equal("v6", (s:read()))
+      t:done()
+    end)
+    t:run()
+  end)
+
   it("wss:// with a CA, SNI and host-name verification", function()
     local D = H.make_certs()
     local t = H.new()
@@ -513,6 +537,38 @@ describe("topics", function()
             local _, n = srv:connections()
             assert.equal(1, n)
             slow:read_some(0, t:cb(function() end)) -- drain what it had
+            t:done()
+          end)
+        end
+      end))
+    end)
+    t:run(20)
+  end)
+
+  it("slow_subscriber = \"skip\" drops messages for a full subscriber and keeps it", function()
+    local t = H.new()
+    local srv = server(t, { port = 0, slow_subscriber = "skip", options = { max_queued_bytes = 256 * 1024 },
+      on_connection = function(stream)
+        stream:subscribe("feed")
+        stream:read()
+      end })
+    local big = ("y"):rep(128 * 1024)
+    t:co(function()
+      local fast = assert(ws.connect(srv.url))
+      local slow = assert(ws.connect(srv.url, { max_unread_bytes = 64 * 1024 }))
+      local got, sent, fewer = 0, 0, false
+      fast:on("message", function() got = got + 1 end)
+      local timer = t:track(uv.new_timer())
+      timer:start(1, 1, t:cb(function()
+        if srv:publish("feed", big, "binary") < 2 then fewer = true end
+        sent = sent + 1
+        if sent == 400 then
+          timer:stop()
+          t:when(function() return got == 400 end, function()
+            assert.is_true(fewer, "the slow subscriber was never skipped")
+            local _, n = srv:connections()
+            assert.equal(2, n) -- skipped, not closed
+            assert.is_true(slow:is_open())
             t:done()
           end)
         end

@@ -1,11 +1,43 @@
 #!/bin/sh
-# make demo: the chat server (examples/chat_server.lua) on a free port, and
-# a scripted conversation between two users (examples/chat_client.lua
-# --demo); prints the conversation, what the server logged, and how to try
-# it in a browser. Stops by itself within seconds.
+# make demo: first the Beast-shaped API (examples/echo_server.lua and
+# examples/client.lua: handshake_ex with a decorator, text and binary,
+# close with a code and reason); then the chat server
+# (examples/chat_server.lua) on a free port and a scripted conversation
+# between two users (examples/chat_client.lua --demo); prints what each
+# side saw and how to try it in a browser. Stops by itself within seconds.
 cd "$(dirname "$0")/.."
 export LUA_PATH="lua/?.lua;lua/?/init.lua;;" LUA_CPATH="build/?.so;;"
 LUA=${LUA:-lua5.4}
+
+# 1. The low-level API: an echo server and a client on loopback.
+elog=$(mktemp)
+timeout 20 $LUA examples/echo_server.lua 0 >"$elog" 2>&1 &
+epid=$!
+i=0
+until grep -q 'listening on' "$elog"; do
+  i=$((i + 1))
+  if [ $i -gt 50 ] || ! kill -0 "$epid" 2>/dev/null; then
+    echo "demo: the echo server did not start:"
+    cat "$elog"
+    kill "$epid" 2>/dev/null
+    rm -f "$elog"
+    exit 1
+  fi
+  sleep 0.1
+done
+eurl=$(sed -n 's/.*listening on \(ws:[^ ]*\).*/\1/p' "$elog")
+echo "== $(cat "$elog")"
+echo "== examples/client.lua $eurl (handshake_ex with a decorator, then text, binary and a close):"
+cout=$(mktemp)
+timeout 10 $LUA examples/client.lua "$eurl" >"$cout" 2>&1
+estatus=$?
+sed 's/^/  /' "$cout"
+rm -f "$cout"
+kill "$epid" 2>/dev/null
+wait "$epid" 2>/dev/null
+rm -f "$elog"
+[ $estatus -eq 0 ] || exit $estatus
+echo
 
 log=$(mktemp)
 # The server never outlives the demo: `timeout` bounds it even if this

@@ -127,6 +127,40 @@ do
   end
 end
 
+-- 5. A peer that vanishes mid-close: it drops TCP when our close arrives.
+do
+  local l, port = listen(function(tcp)
+    local got = ""
+    tcp:read_start(function(err, data)
+      if not data then return tcp:close() end
+      got = got .. data
+      if got:find("\r\n\r\n", 1, true) and not got:find("answered", 1, true) then
+        local key = got:match("Sec%-WebSocket%-Key: ([^\r]+)")
+        local p = io.popen("printf '%s' '" .. key .. "258EAFA5-E914-47DA-95CA-C5AB0DC85B11' | openssl sha1 -binary | openssl base64")
+        local accept = p:read("l")
+        p:close()
+        tcp:write("HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n" ..
+          "Sec-WebSocket-Accept: " .. accept .. "\r\n\r\n")
+        got = got .. "answered"
+      elseif got:find("answered", 1, true) and #got > 200 then
+        tcp:close()
+      end
+    end)
+  end)
+  closing(l)
+  begin()
+  connect(port, function(tcp)
+    local s = ws.stream(tcp, { timeout = { close = 0.3 } })
+    s:handshake("h", "/", function(err)
+      assert(not err, err)
+      s:close(1000, ("bye"):rep(40), function(e)
+        assert(e == "EOF" or e == "ECONNRESET", e)
+        finish()
+      end)
+    end)
+  end)
+end
+
 local t = uv.new_timer()
 t:start(100, 100, function()
   collectgarbage() -- lets the abandoned stream be collected (and closed)
