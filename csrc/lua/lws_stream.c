@@ -2186,6 +2186,15 @@ static int start_io(lws_stream *s) {
   return wsuv_read(&s->t, 1);
 }
 
+/* start_io for a head operation: a failure ends the operation with it. */
+static void start_head_io(lws_stream *s) {
+  int r = start_io(s);
+  if (r < 0) {
+    s->hs_err = r;
+    teardown(s, r);
+  }
+}
+
 /* Notices a handle that someone closed through luv behind our back: the
  * stream is over for every operation. */
 static void sync_handle(lws_stream *s) {
@@ -2344,13 +2353,7 @@ static int do_handshake(lua_State *L, int ex) {
   }
   timer_set(s, TK_HANDSHAKE, s->t_handshake);
   wsuv_flush(&s->t);
-  if (s->state == ST_HEAD) {
-    int r = start_io(s);
-    if (r < 0) {
-      s->hs_err = r;
-      teardown(s, r);
-    }
-  }
+  if (s->state == ST_HEAD) start_head_io(s);
   return finish_call(L, yield);
 }
 
@@ -2434,13 +2437,7 @@ static int do_accept(lua_State *L, int ex) {
     handle_head(s);
     return finish_call(L, yield);
   }
-  if (s->state == ST_HEAD && s->hhead == 0) {
-    int r = start_io(s);
-    if (r < 0) {
-      s->hs_err = r;
-      teardown(s, r);
-    }
-  }
+  if (s->state == ST_HEAD && s->hhead == 0) start_head_io(s);
   return finish_call(L, yield);
 }
 
@@ -2462,7 +2459,7 @@ static int l_read_request(lua_State *L) {
   s->state = ST_HEAD;
   unref(s, &s->hs_req);
   timer_set(s, TK_HANDSHAKE, s->t_handshake);
-  if (start_io(s) < 0) teardown(s, UV_EBADF);
+  start_head_io(s);
   return finish_call(L, yield);
 }
 

@@ -71,15 +71,8 @@ local function copy_options(options)
   if out.timeout == nil then
     out.timeout = { handshake = 30, idle = false, keep_alive_pings = false, close = 5 }
   end
-  -- compression = true (or a table of permessage_deflate fields) offers
-  -- permessage-deflate; level 3 by default here: Beast's 8 costs 4-6x the
-  -- CPU with context takeover for a few points of ratio.
   if options.compression and out.permessage_deflate == nil then
-    local p = { client_enable = true, comp_level = 3 }
-    if type(options.compression) == "table" then
-      for k, v in pairs(options.compression) do p[k] = v end
-    end
-    out.permessage_deflate = p
+    out.permessage_deflate = require("luvws.server").compression_options(options.compression, "client_enable")
   end
   -- `compress` is the per-message default of Beast; `compression = true`
   -- asks for permessage-deflate.
