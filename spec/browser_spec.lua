@@ -161,48 +161,8 @@ local function spawn(t, args, on_out, on_err)
   return p
 end
 
--- Ends every process in procs (SIGTERM to its group, then SIGKILL after
--- 3 s) and waits for them; called whether the spec passed or not.
-local function reap(procs)
-  local deadline = uv.hrtime() + 5e9
-  local function all_gone()
-    for _, p in ipairs(procs) do
-      if not p.exited then return false end
-    end
-    return true
-  end
-  for _, p in ipairs(procs) do
-    if not p.exited then uv.kill(-p.pid, "sigterm") end
-  end
-  local killed = false
-  local timer = uv.new_timer()
-  timer:start(20, 20, function()
-    if all_gone() or uv.hrtime() > deadline then
-      timer:stop()
-      uv.stop()
-    elseif not killed and uv.hrtime() > deadline - 2e9 then
-      killed = true
-      for _, p in ipairs(procs) do
-        if not p.exited then uv.kill(-p.pid, "sigkill") end
-      end
-    end
-  end)
-  uv.run()
-  timer:close()
-  uv.run("nowait")
-end
 
 -- ------------------------------------------------------------ coroutines
-
-local function sleep(ms)
-  local co = coroutine.running()
-  local timer = uv.new_timer()
-  timer:start(ms, 0, function()
-    timer:close()
-    assert(coroutine.resume(co))
-  end)
-  coroutine.yield()
-end
 
 -- Waits until cond() returns a true value (checked every 50 ms), at most
 -- secs seconds; returns that value, or fails with `what` (and what
@@ -215,7 +175,7 @@ local function wait_for(what, secs, cond, detail)
     if uv.hrtime() > deadline then
       error(("timed out after %gs waiting for %s%s"):format(secs, what, detail and "\n" .. detail() or ""), 0)
     end
-    sleep(50)
+    H.sleep(50)
   end
 end
 
@@ -266,7 +226,7 @@ describe("browser (headless Chromium)", function()
     assert(os.execute("mkdir -m 700 " .. profile))
     profiles[#profiles + 1] = profile
     finally(function()
-      reap(procs)
+      H.reap(procs)
       H.remove_dir(profile)
     end)
 

@@ -43,46 +43,6 @@ local function spawn(t, args, on_line)
   return p
 end
 
--- SIGTERM to each process group still running, SIGKILL 2 s later; waits.
-local function reap(procs)
-  local deadline = uv.hrtime() + 4e9
-  local function all_gone()
-    for _, p in ipairs(procs) do
-      if not p.exited then return false end
-    end
-    return true
-  end
-  for _, p in ipairs(procs) do
-    if not p.exited then uv.kill(-p.pid, "sigterm") end
-  end
-  local killed = false
-  local timer = uv.new_timer()
-  timer:start(10, 10, function()
-    if all_gone() or uv.hrtime() > deadline then
-      timer:stop()
-      uv.stop()
-    elseif not killed and uv.hrtime() > deadline - 2e9 then
-      killed = true
-      for _, p in ipairs(procs) do
-        if not p.exited then uv.kill(-p.pid, "sigkill") end
-      end
-    end
-  end)
-  uv.run()
-  timer:close()
-  uv.run("nowait")
-end
-
-local function sleep(ms)
-  local co = coroutine.running()
-  local timer = uv.new_timer()
-  timer:start(ms, 0, function()
-    timer:close()
-    assert(coroutine.resume(co))
-  end)
-  coroutine.yield()
-end
-
 local function wait_for(what, secs, cond)
   local deadline = uv.hrtime() + secs * 1e9
   while true do
@@ -91,7 +51,7 @@ local function wait_for(what, secs, cond)
     if uv.hrtime() > deadline then
       error(("timed out after %gs waiting for %s"):format(secs, what), 0)
     end
-    sleep(20)
+    H.sleep(20)
   end
 end
 
@@ -106,7 +66,7 @@ end
 local function with_processes(secs, body)
   local t = H.new()
   local procs = {}
-  finally(function() reap(procs) end)
+  finally(function() H.reap(procs) end)
   t:co(function()
     body(t, function(args, on_line)
       local p = spawn(t, args, on_line)

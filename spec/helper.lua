@@ -411,6 +411,50 @@ function H.remove_dir(dir)
   if dir and dir:match("^/tmp/") then os.execute("rm -rf '" .. dir .. "'") end
 end
 
+-- Ends every process in procs ({pid = ..., exited = bool}, each the
+-- leader of its own process group): SIGTERM to each group still running,
+-- SIGKILL after grace seconds, and waits (at most grace + 2 s).
+function H.reap(procs, grace)
+  grace = grace or 2
+  local deadline = uv.hrtime() + (grace + 2) * 1e9
+  local function all_gone()
+    for _, p in ipairs(procs) do
+      if not p.exited then return false end
+    end
+    return true
+  end
+  for _, p in ipairs(procs) do
+    if not p.exited then uv.kill(-p.pid, "sigterm") end
+  end
+  local killed = false
+  local timer = uv.new_timer()
+  timer:start(10, 10, function()
+    if all_gone() or uv.hrtime() > deadline then
+      timer:stop()
+      uv.stop()
+    elseif not killed and uv.hrtime() > deadline - 2e9 then
+      killed = true
+      for _, p in ipairs(procs) do
+        if not p.exited then uv.kill(-p.pid, "sigkill") end
+      end
+    end
+  end)
+  uv.run()
+  timer:close()
+  uv.run("nowait")
+end
+
+-- Inside a coroutine: lets the loop run for ms milliseconds.
+function H.sleep(ms)
+  local co = coroutine.running()
+  local timer = uv.new_timer()
+  timer:start(ms, 0, function()
+    timer:close()
+    assert(coroutine.resume(co))
+  end)
+  coroutine.yield()
+end
+
 H.ws = ws
 H.uv = uv
 return H
