@@ -6,16 +6,12 @@
 // 2 bad usage, 3 --lifetime expired.
 'use strict';
 
-const crypto = require('crypto');
 const fs = require('fs');
 const path = require('path');
 const WebSocket = require(path.join(__dirname, 'node_modules', 'ws'));
+const { emit, messageEvent, payloadFields, pattern } = require('./node_common');
 
 const STEP_TIMEOUT = 10000;
-
-function emit(event) {
-  process.stdout.write(JSON.stringify(event) + '\n');
-}
 
 function usage(msg) {
   process.stderr.write(`node_client: ${msg}\n`);
@@ -50,26 +46,6 @@ function parseArgs(argv) {
   if (!a.url) usage('--url is required');
   if (a.compress !== 'on' && a.compress !== 'off') usage('--compress on|off');
   return a;
-}
-
-const head = (s, n) => Array.from(s).slice(0, n).join('');
-
-function messageEvent(data, isBinary) {
-  const sha256 = crypto.createHash('sha256').update(data).digest('hex');
-  if (isBinary) return { event: 'message', type: 'binary', length: data.length, sha256 };
-  return { event: 'message', type: 'text', length: data.length, sha256, text: head(data.toString('utf8'), 200) };
-}
-
-function payloadFields(buf) {
-  const text = buf.toString('utf8');
-  const valid = Buffer.from(text, 'utf8').equals(buf);
-  return { payload: valid ? text : null, hex: buf.toString('hex') };
-}
-
-function pattern(n) {
-  const block = Buffer.alloc(251);
-  for (let i = 0; i < 251; i++) block[i] = i;
-  return n > 0 ? Buffer.alloc(n, block) : Buffer.alloc(0);
 }
 
 function withTimeout(promise, what) {

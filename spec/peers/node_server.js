@@ -5,16 +5,12 @@
 // on Linux). Diagnostics go to stderr.
 'use strict';
 
-const crypto = require('crypto');
 const fs = require('fs');
 const http = require('http');
 const https = require('https');
 const path = require('path');
 const { WebSocketServer } = require(path.join(__dirname, 'node_modules', 'ws'));
-
-function emit(event) {
-  process.stdout.write(JSON.stringify(event) + '\n');
-}
+const { emit, messageEvent, payloadFields, pattern } = require('./node_common');
 
 function usage(msg) {
   process.stderr.write(`node_server: ${msg}\n`);
@@ -47,27 +43,6 @@ function parseArgs(argv) {
   }
   if (a.compress !== 'on' && a.compress !== 'off') usage('--compress on|off');
   return a;
-}
-
-// Code points, so a surrogate pair is never cut in half.
-const head = (s, n) => Array.from(s).slice(0, n).join('');
-
-function messageEvent(data, isBinary) {
-  const sha256 = crypto.createHash('sha256').update(data).digest('hex');
-  if (isBinary) return { event: 'message', type: 'binary', length: data.length, sha256 };
-  return { event: 'message', type: 'text', length: data.length, sha256, text: head(data.toString('utf8'), 200) };
-}
-
-function payloadFields(buf) {
-  const text = buf.toString('utf8');
-  const valid = Buffer.from(text, 'utf8').equals(buf);
-  return { payload: valid ? text : null, hex: buf.toString('hex') };
-}
-
-function pattern(n) {
-  const block = Buffer.alloc(251);
-  for (let i = 0; i < 251; i++) block[i] = i;
-  return n > 0 ? Buffer.alloc(n, block) : Buffer.alloc(0);
 }
 
 function splitParts(text, n) {

@@ -8,7 +8,6 @@ Exit status: 0 all steps ran, 1 a step or the connection failed,
 """
 import argparse
 import asyncio
-import hashlib
 import json
 import os
 import ssl
@@ -18,43 +17,9 @@ import websockets
 from websockets.frames import OP_PING, OP_PONG
 from websockets.legacy.client import WebSocketClientProtocol
 
-sys.stdout.reconfigure(encoding="utf-8")
+from py_common import emit, headers_dict, message_event, payload_fields, pattern
+
 STEP_TIMEOUT = 10
-
-
-def emit(**event):
-    sys.stdout.write(json.dumps(event, ensure_ascii=False, separators=(",", ":")) + "\n")
-    sys.stdout.flush()
-
-
-def payload_fields(data):
-    try:
-        text = data.decode("utf-8")
-    except UnicodeDecodeError:
-        text = None
-    return {"payload": text, "hex": data.hex()}
-
-
-def message_event(msg):
-    if isinstance(msg, str):
-        raw = msg.encode("utf-8")
-        return dict(event="message", type="text", length=len(raw),
-                    sha256=hashlib.sha256(raw).hexdigest(), text=msg[:200])
-    return dict(event="message", type="binary", length=len(msg),
-                sha256=hashlib.sha256(msg).hexdigest())
-
-
-def pattern(n):
-    block = bytes(range(251))
-    return (block * (n // 251 + 1))[:n]
-
-
-def headers_dict(headers):
-    out = {}
-    for name, value in headers.raw_items():
-        name = name.lower()
-        out[name] = out[name] + ", " + value if name in out else value
-    return out
 
 
 class StepError(Exception):
@@ -237,7 +202,6 @@ async def main(args):
     if args.script:
         with open(args.script, encoding="utf-8") as f:
             steps = json.load(f)
-    loop = asyncio.get_running_loop()
     task = asyncio.create_task(session(args, steps))
     done, _ = await asyncio.wait({task}, timeout=args.lifetime)
     if not done:

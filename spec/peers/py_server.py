@@ -6,7 +6,6 @@ Every event is one JSON line on stdout, flushed. Diagnostics go to stderr.
 """
 import argparse
 import asyncio
-import hashlib
 import http
 import json
 import signal
@@ -17,36 +16,7 @@ import websockets
 from websockets.frames import OP_PING, OP_PONG
 from websockets.legacy.server import WebSocketServerProtocol
 
-sys.stdout.reconfigure(encoding="utf-8")
-
-
-def emit(**event):
-    sys.stdout.write(json.dumps(event, ensure_ascii=False, separators=(",", ":")) + "\n")
-    sys.stdout.flush()
-
-
-def payload_fields(data):
-    """Control-frame payload: text when it is valid UTF-8 (else null), and hex."""
-    try:
-        text = data.decode("utf-8")
-    except UnicodeDecodeError:
-        text = None
-    return {"payload": text, "hex": data.hex()}
-
-
-def message_event(msg):
-    if isinstance(msg, str):
-        raw = msg.encode("utf-8")
-        return dict(event="message", type="text", length=len(raw),
-                    sha256=hashlib.sha256(raw).hexdigest(), text=msg[:200])
-    return dict(event="message", type="binary", length=len(msg),
-                sha256=hashlib.sha256(msg).hexdigest())
-
-
-def pattern(n):
-    """n bytes, byte i = i % 251."""
-    block = bytes(range(251))
-    return (block * (n // 251 + 1))[:n]
+from py_common import emit, headers_dict, message_event, payload_fields, pattern
 
 
 def split_parts(text, n):
@@ -59,14 +29,6 @@ def split_parts(text, n):
         parts.append(text[pos:pos + size])
         pos += size
     return parts
-
-
-def headers_dict(headers):
-    out = {}
-    for name, value in headers.raw_items():
-        name = name.lower()
-        out[name] = out[name] + ", " + value if name in out else value
-    return out
 
 
 class LoggingProtocol(WebSocketServerProtocol):
