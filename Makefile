@@ -49,7 +49,7 @@ $(MODULE): $(MOD_OBJ)
 	@echo "  LD $@"
 	@$(CC) -shared $(LDFLAGS) -o $@ $(MOD_OBJ) $(DEP_LIBS) -ldl
 
-$(B)/test/%: csrc/test/%.c $(CORE_OBJ) csrc/test/tap.h
+$(B)/test/%: csrc/test/%.c $(CORE_OBJ) csrc/test/tap.h csrc/test/conn_harness.h
 	@mkdir -p $(dir $@)
 	@echo "  CC $@"
 	@$(CC) $(ALL_CFLAGS) -Icsrc/test -o $@ $< $(CORE_OBJ) $(LDFLAGS) $(DEP_LIBS) -lm

@@ -11,59 +11,7 @@
 
 #include "tap.h"
 #include "ws_conn.h"
-
-/* ------------------------------------------------------------ allocator */
-
-/* Counts allocations and frees; fails the fail_at-th allocation (1-based;
- * 0 = never). */
-typedef struct {
-  long count;   /* allocation attempts */
-  long fail_at; /* the attempt that fails */
-  long allocs;  /* allocations that succeeded */
-  long frees;   /* frees of non-NULL pointers */
-} counting;
-
-static void *cnt_malloc(size_t n, void *ud) {
-  counting *a = ud;
-  if (++a->count == a->fail_at) return NULL;
-  a->allocs++;
-  return malloc(n);
-}
-
-static void *cnt_realloc(void *p, size_t n, void *ud) {
-  counting *a = ud;
-  void *q;
-  if (++a->count == a->fail_at) return NULL;
-  q = realloc(p, n);
-  if (!p) a->allocs++;
-  return q;
-}
-
-static void cnt_free(void *p, void *ud) {
-  counting *a = ud;
-  if (p) a->frees++;
-  free(p);
-}
-
-/* ------------------------------------------------------------------ rng */
-
-typedef struct {
-  uint32_t s; /* state */
-  long calls; /* fill calls */
-  int fail;   /* fail every call */
-} test_rng;
-
-static int rng_fill(void *ud, uint8_t *out, size_t n) {
-  test_rng *r = ud;
-  size_t i;
-  r->calls++;
-  if (r->fail) return -1;
-  for (i = 0; i < n; i++) {
-    r->s = r->s * 1103515245u + 12345u;
-    out[i] = (uint8_t)(r->s >> 16);
-  }
-  return 0;
-}
+#include "conn_harness.h"
 
 /* ----------------------------------------------------------------- peer */
 
@@ -197,38 +145,6 @@ static int pending_matches_iov(ws_conn *c) {
   for (i = 0; i < n; i++)
     sum += iov[i].len;
   return sum == ws_conn_out_pending(c);
-}
-
-/* Copies every pending byte of c (without consuming) into a new buffer. */
-static uint8_t *out_flatten(ws_conn *c, size_t *len) {
-  static ws_iov iov[70000];
-  size_t n = ws_conn_out_iov(c, iov, 70000), i, pos = 0;
-  uint8_t *b = malloc(ws_conn_out_pending(c) + 1);
-  for (i = 0; i < n; i++) {
-    memcpy(b + pos, iov[i].base, iov[i].len);
-    pos += iov[i].len;
-  }
-  *len = pos;
-  return b;
-}
-
-/* Feeds n bytes to c, chunk at a time (0 = all at once); returns the first
- * nonzero result or 0. The input is copied since recv unmasks in place. */
-static int feed(ws_conn *c, const uint8_t *b, size_t n, size_t chunk) {
-  uint8_t *copy = malloc(n + 1);
-  size_t i = 0;
-  int rv = 0;
-  memcpy(copy, b, n);
-  if (chunk == 0) chunk = n ? n : 1;
-  if (n == 0) rv = ws_conn_recv(c, copy, 0);
-  while (i < n) {
-    size_t k = n - i < chunk ? n - i : chunk;
-    rv = ws_conn_recv(c, copy + i, k);
-    if (rv) break;
-    i += k;
-  }
-  free(copy);
-  return rv;
 }
 
 /* Moves everything a has queued to b: out_iov in batches of up to 16,

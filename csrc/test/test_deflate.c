@@ -20,88 +20,7 @@
 
 #include "tap.h"
 #include "ws_conn.h"
-
-/* ------------------------------------------------------------ allocator */
-
-/* Counts allocations, frees and live bytes; fails the fail_at-th
- * allocation attempt (1-based; 0 = never). */
-typedef struct {
-  long count;   /* allocation attempts (malloc and realloc) */
-  long fail_at; /* the attempt that fails */
-  long allocs;  /* blocks allocated */
-  long frees;   /* blocks freed */
-  size_t live;  /* bytes allocated and not freed */
-  size_t peak;  /* the most live bytes at any time */
-} counting;
-
-#define CNT_HDR 16
-
-static void cnt_add(counting *a, size_t n) {
-  a->live += n;
-  if (a->live > a->peak) a->peak = a->live;
-}
-
-static void *cnt_malloc(size_t n, void *ud) {
-  counting *a = ud;
-  uint8_t *p;
-  if (++a->count == a->fail_at) return NULL;
-  p = malloc(n + CNT_HDR);
-  if (!p) return NULL;
-  memcpy(p, &n, sizeof n);
-  a->allocs++;
-  cnt_add(a, n);
-  return p + CNT_HDR;
-}
-
-static void *cnt_realloc(void *p, size_t n, void *ud) {
-  counting *a = ud;
-  uint8_t *b, *q;
-  size_t old;
-  if (!p) return cnt_malloc(n, ud);
-  if (++a->count == a->fail_at) return NULL;
-  b = (uint8_t *)p - CNT_HDR;
-  memcpy(&old, b, sizeof old);
-  q = realloc(b, n + CNT_HDR);
-  if (!q) return NULL;
-  memcpy(q, &n, sizeof n);
-  a->live -= old;
-  cnt_add(a, n);
-  return q + CNT_HDR;
-}
-
-static void cnt_free(void *p, void *ud) {
-  counting *a = ud;
-  uint8_t *b;
-  size_t n;
-  if (!p) return;
-  b = (uint8_t *)p - CNT_HDR;
-  memcpy(&n, b, sizeof n);
-  a->live -= n;
-  a->frees++;
-  free(b);
-}
-
-static ws_allocator cnt_alloc(counting *a) {
-  ws_allocator al;
-  memset(a, 0, sizeof *a);
-  al.ud = a;
-  al.malloc = cnt_malloc;
-  al.realloc = cnt_realloc;
-  al.free = cnt_free;
-  return al;
-}
-
-/* ------------------------------------------------------------------ rng */
-
-static int rng_fill(void *ud, uint8_t *out, size_t n) {
-  uint32_t *s = ud;
-  size_t i;
-  for (i = 0; i < n; i++) {
-    *s = *s * 1103515245u + 12345u;
-    out[i] = (uint8_t)(*s >> 16);
-  }
-  return 0;
-}
+#include "conn_harness.h"
 
 /* ----------------------------------------------------------------- data */
 
@@ -178,7 +97,7 @@ static uint8_t *utf8_text(size_t n, uint32_t seed) {
 
 typedef struct {
   ws_conn *c;
-  uint32_t rng;
+  test_rng rng;
   counting cnt;
   ws_allocator al;
   /* the message being assembled */
@@ -261,7 +180,7 @@ static const ws_conn_callbacks callbacks = {on_data, on_control, NULL};
 static int peer_init(peer *p, int role, uint64_t max, long fail_at) {
   ws_conn_config cfg;
   memset(p, 0, sizeof *p);
-  p->rng = 777 + (uint32_t)role;
+  p->rng.s = 777 + (uint32_t)role;
   p->al = cnt_alloc(&p->cnt);
   p->cnt.fail_at = fail_at;
   ws_conn_config_default(&cfg, role);
@@ -312,38 +231,6 @@ static int set_pmd(peer *p, ws_pmd_params pm, int level, int mem,
 }
 
 /* ----------------------------------------------------------- wire helpers */
-
-/* Copies every pending byte of c (without consuming it). */
-static uint8_t *out_flatten(ws_conn *c, size_t *len) {
-  static ws_iov iov[4096];
-  size_t n, i, pos = 0, total = ws_conn_out_pending(c);
-  uint8_t *b = malloc(total + 1);
-  n = ws_conn_out_iov(c, iov, 4096);
-  for (i = 0; i < n; i++) {
-    memcpy(b + pos, iov[i].base, iov[i].len);
-    pos += iov[i].len;
-  }
-  *len = pos;
-  return b;
-}
-
-/* Feeds n bytes to c, chunk at a time (0 = all at once); returns the first
- * nonzero result. The input is copied since recv unmasks in place. */
-static int feed(ws_conn *c, const uint8_t *b, size_t n, size_t chunk) {
-  uint8_t *copy = malloc(n + 1);
-  size_t i = 0;
-  int rv = 0;
-  if (n) memcpy(copy, b, n);
-  if (chunk == 0) chunk = n ? n : 1;
-  while (i < n) {
-    size_t k = n - i < chunk ? n - i : chunk;
-    rv = ws_conn_recv(c, copy + i, k);
-    if (rv) break;
-    i += k;
-  }
-  free(copy);
-  return rv;
-}
 
 /* Moves everything a has queued to b (recv in pieces of chunk bytes, 0 =
  * all) and consumes it. Returns the first nonzero recv result. */
